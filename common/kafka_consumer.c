@@ -1,0 +1,440 @@
+/* The consumer loop. One thread per consumer polls, parses the envelope, calls the
+ * handler, and stores the offset only after the handler reports durable work; auto-commit
+ * then commits stored offsets every second and on close.
+ *
+ * Retries: when the handler fails with a retriable error, the partition is paused and the
+ * message is kept in hand; the loop goes on polling (so the consumer stays in its group
+ * and other partitions keep flowing) and hands the same message to the handler again once
+ * its backoff has passed. Pausing purges what librdkafka had prefetched for the partition,
+ * and resuming fetches again from the position after the kept message, so nothing is
+ * skipped and the partition's order is kept. */
+#include "common/kafka_consumer.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+
+#define RETRY_BACKOFF_MIN_MS 200
+
+struct retry {
+    rd_kafka_message_t *rkm; /* owned: the message being retried */
+    int attempt;             /* attempts made so far */
+    int64_t due_ms;          /* monotonic time of the next attempt */
+};
+
+struct ab_consumer {
+    rd_kafka_t *rk;
+    struct ab_producer *producer; /* borrowed: writes dead letters */
+    char *group_id;
+    char *prefix;
+    ab_consumer_handler handler;
+    void *handler_ud;
+    int64_t backoff_max_ms;
+    pthread_t thread;
+    bool started;
+    atomic_bool stop;
+    atomic_int assigned;
+    atomic_bool joined;
+    /* Touched only by the consumer thread (the rebalance callback runs inside its poll). */
+    struct retry *retries;
+    size_t retry_count;
+};
+
+static struct retry *find_retry(struct ab_consumer *c, const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < c->retry_count; i++) {
+        rd_kafka_message_t *m = c->retries[i].rkm;
+        if (m->partition == partition && strcmp(rd_kafka_topic_name(m->rkt), topic) == 0)
+            return &c->retries[i];
+    }
+    return NULL;
+}
+
+static void drop_retry(struct ab_consumer *c, struct retry *r)
+{
+    rd_kafka_message_destroy(r->rkm);
+    *r = c->retries[--c->retry_count];
+}
+
+static void set_paused(struct ab_consumer *c, const rd_kafka_message_t *rkm, bool paused)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+    rd_kafka_resp_err_t err = paused ? rd_kafka_pause_partitions(c->rk, parts)
+                                     : rd_kafka_resume_partitions(c->rk, parts);
+    if (err)
+        ab_warn("kafka consumer: cannot %s %s[%d]: %s", paused ? "pause" : "resume",
+                rd_kafka_topic_name(rkm->rkt), (int)rkm->partition, rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    struct ab_consumer *c = opaque;
+    bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (cooperative)
+            error = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        atomic_fetch_add(&c->assigned, parts->cnt);
+        atomic_store(&c->joined, true);
+        ab_info("kafka consumer %s: assigned %d partitions (%d in all)", c->group_id, parts->cnt,
+                atomic_load(&c->assigned));
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        /* Commit what is done before another member takes over, unless the partitions were
+         * lost (then another member may already own them and our commit would be stale). */
+        if (!rd_kafka_assignment_lost(rk))
+            rd_kafka_commit(rk, NULL, 0);
+        for (int i = 0; i < parts->cnt; i++) {
+            struct retry *r = find_retry(c, parts->elems[i].topic, parts->elems[i].partition);
+            if (r != NULL)
+                drop_retry(c, r); /* the next owner will handle the message again */
+        }
+        if (cooperative)
+            error = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+        atomic_fetch_sub(&c->assigned, cooperative ? parts->cnt : atomic_load(&c->assigned));
+        ab_info("kafka consumer %s: revoked %d partitions", c->group_id, parts->cnt);
+    } else {
+        ab_error("kafka consumer %s: rebalance error %s", c->group_id, rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+        atomic_store(&c->assigned, 0);
+    }
+    if (error != NULL) {
+        ab_error("kafka consumer %s: %s", c->group_id, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+    }
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    struct ab_consumer *c = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__FATAL)
+        ab_warn("kafka consumer %s: %s", c->group_id, reason);
+    else
+        ab_debug("kafka consumer %s: %s: %s", c->group_id, rd_kafka_err2name(err), reason);
+}
+
+enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *producer,
+                            const struct ab_consumer_options *opts, struct ab_consumer **out,
+                            char *errstr, size_t size)
+{
+    char num[32], why[512];
+    enum ab_err err = AB_OK;
+    *out = NULL;
+    rd_kafka_conf_t *conf = ab_kafka_conf_new(cfg, opts->client_id, errstr, size);
+    if (conf == NULL)
+        return AB_ERR_CONFIG;
+    struct ab_consumer *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return AB_ERR_NOMEM;
+    }
+    c->producer = producer;
+    c->group_id = strdup(opts->group_id);
+    c->prefix = strdup(ab_config_str(cfg, AB_OPT_KAFKA_TOPIC_PREFIX));
+    c->handler = opts->handler;
+    c->handler_ud = opts->handler_ud;
+    c->backoff_max_ms = ab_config_int(cfg, AB_OPT_KAFKA_RETRY_BACKOFF_MAX_MS);
+
+    struct {
+        const char *name;
+        long long value; /* -1: use text */
+        const char *text;
+    } props[] = {
+        { "group.id", -1, opts->group_id },
+        { "partition.assignment.strategy", -1, "cooperative-sticky" },
+        { "enable.auto.commit", -1, "true" },
+        { "auto.commit.interval.ms", -1, "1000" },
+        { "enable.auto.offset.store", -1, "false" }, /* we store after durable work */
+        { "auto.offset.reset", -1, "earliest" },
+        { "allow.auto.create.topics", -1, "true" },
+        { "enable.partition.eof", -1, "false" },
+        { "session.timeout.ms", ab_config_int(cfg, AB_OPT_KAFKA_SESSION_TIMEOUT_MS), NULL },
+        { "max.poll.interval.ms", ab_config_int(cfg, AB_OPT_KAFKA_MAX_POLL_INTERVAL_MS), NULL },
+    };
+    for (size_t i = 0; i < sizeof(props) / sizeof(props[0]) && !err; i++) {
+        snprintf(num, sizeof(num), "%lld", props[i].value);
+        err = ab_kafka_conf_set(conf, props[i].name, props[i].text ? props[i].text : num, errstr,
+                                size);
+    }
+    if (err) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    rd_kafka_conf_set_opaque(conf, c);
+    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (c->rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, size, "kafka consumer: %s", why);
+        err = AB_ERR_CONFIG;
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(c->rk);
+
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(
+        (int)opts->topic_count);
+    for (size_t i = 0; i < opts->topic_count; i++) {
+        char name[256];
+        if (ab_topic_name(c->prefix, opts->topics[i], name, sizeof(name)) == 0)
+            rd_kafka_topic_partition_list_add(topics, name, RD_KAFKA_PARTITION_UA);
+    }
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(c->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr) {
+        snprintf(errstr, size, "kafka subscribe: %s", rd_kafka_err2str(kerr));
+        err = AB_ERR_CONFIG;
+        goto fail;
+    }
+    *out = c;
+    return AB_OK;
+fail:
+    ab_consumer_free(c);
+    return err;
+}
+
+enum ab_err ab_consumer_dead_letter(struct ab_producer *producer, const struct ab_consumed *msg,
+                                    const char *service, const char *reason, char *errstr,
+                                    size_t size)
+{
+    char dlq[300], partition[16], offset[24], when[32];
+    if (ab_topic_dlq_name(ab_producer_topic_prefix(producer), msg->topic, dlq, sizeof(dlq)) != 0) {
+        snprintf(errstr, size, "dead-letter topic name too long");
+        return AB_ERR_INVALID;
+    }
+    snprintf(partition, sizeof(partition), "%d", (int)msg->partition);
+    snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
+    ab_time_rfc3339(ab_wall_ms(), when);
+
+    /* The original headers travel on (trace context above all), then ours. */
+    struct ab_kafka_header headers[32];
+    size_t n = 0;
+    rd_kafka_headers_t *orig = NULL;
+    if (msg->rkm != NULL && rd_kafka_message_headers(msg->rkm, &orig) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char *name;
+        const void *value;
+        size_t len;
+        for (size_t i = 0; n < 26 && rd_kafka_header_get_all(orig, i, &name, &value, &len) ==
+                                         RD_KAFKA_RESP_ERR_NO_ERROR;
+             i++) {
+            if (strncmp(name, "x-agentbus-dlq-", 15) != 0)
+                headers[n++] = (struct ab_kafka_header){ name, value, len };
+        }
+    }
+    const struct ab_kafka_header ours[] = {
+        { "x-agentbus-dlq-reason", reason, strlen(reason) },
+        { "x-agentbus-dlq-topic", msg->topic, strlen(msg->topic) },
+        { "x-agentbus-dlq-partition", partition, strlen(partition) },
+        { "x-agentbus-dlq-offset", offset, strlen(offset) },
+        { "x-agentbus-dlq-service", service, strlen(service) },
+        { "x-agentbus-dlq-time", when, strlen(when) },
+    };
+    for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++)
+        headers[n++] = ours[i];
+    return ab_producer_send(producer, dlq, msg->key, msg->key_len, msg->value, msg->value_len,
+                            headers, n, errstr, size);
+}
+
+static void store_offset(struct ab_consumer *c, const rd_kafka_message_t *rkm)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, rd_kafka_topic_name(rkm->rkt), rkm->partition)
+        ->offset = rkm->offset + 1; /* the offset of the next message to read */
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, parts);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        err = parts->elems[0].err;
+    /* ERR__STATE: the partition was revoked meanwhile; its next owner handles it again. */
+    if (err)
+        ab_warn("kafka consumer %s: offset of %s[%d]@%lld not stored: %s", c->group_id,
+                rd_kafka_topic_name(rkm->rkt), (int)rkm->partition, (long long)rkm->offset,
+                rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static int64_t backoff_ms(const struct ab_consumer *c, int attempt)
+{
+    int64_t ms = RETRY_BACKOFF_MIN_MS;
+    for (int i = 1; i < attempt && ms < c->backoff_max_ms; i++)
+        ms *= 2;
+    if (ms > c->backoff_max_ms)
+        ms = c->backoff_max_ms;
+    /* Full jitter on the upper half, so replicas that failed together do not retry together. */
+    return ms / 2 + (int64_t)(ab_random_unit() * (double)(ms / 2));
+}
+
+/* Runs one message through the envelope check and the handler. @returns true when the
+ * message is finished (offset stored), false when it must be tried again. */
+static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
+{
+    char reason[512] = "", errstr[512];
+    struct ab_event *ev = NULL;
+    struct ab_consumed msg = {
+        .topic = rd_kafka_topic_name(rkm->rkt),
+        .partition = rkm->partition,
+        .offset = rkm->offset,
+        .key = rkm->key,
+        .key_len = rkm->key_len,
+        .value = rkm->payload,
+        .value_len = rkm->len,
+        .attempt = attempt,
+        .rkm = rkm,
+    };
+    enum ab_err err = ab_event_parse(rkm->payload, rkm->len, &ev, reason, sizeof(reason));
+    if (err == AB_OK) {
+        ab_log_set_event_id(ev->id);
+        msg.event = ev;
+        err = c->handler(c->handler_ud, &msg, reason, sizeof(reason));
+        if (err && reason[0] == '\0')
+            snprintf(reason, sizeof(reason), "%s", ab_err_name(err));
+    } else {
+        err = AB_ERR_INVALID; /* a bad envelope never gets better: dead-letter it */
+    }
+    bool finished = true;
+    if (err != AB_OK && !ab_err_is_retriable(err)) {
+        enum ab_err dlq_err = ab_consumer_dead_letter(c->producer, &msg, c->group_id, reason,
+                                                      errstr, sizeof(errstr));
+        if (dlq_err == AB_OK) {
+            ab_warn("kafka consumer %s: %s[%d]@%lld dead-lettered: %s", c->group_id, msg.topic,
+                    (int)msg.partition, (long long)msg.offset, reason);
+        } else {
+            ab_error("kafka consumer %s: cannot dead-letter %s[%d]@%lld (%s): %s", c->group_id,
+                     msg.topic, (int)msg.partition, (long long)msg.offset, reason, errstr);
+            finished = false;
+        }
+    } else if (err != AB_OK) {
+        ab_warn("kafka consumer %s: %s[%d]@%lld attempt %d failed, will retry: %s", c->group_id,
+                msg.topic, (int)msg.partition, (long long)msg.offset, attempt, reason);
+        finished = false;
+    }
+    if (finished)
+        store_offset(c, rkm);
+    ab_log_set_event_id(NULL);
+    ab_event_free(ev);
+    return finished;
+}
+
+/* Hands messages whose backoff has passed to the handler again. */
+static void run_due_retries(struct ab_consumer *c)
+{
+    int64_t now = ab_monotonic_ms();
+    for (size_t i = 0; i < c->retry_count && !atomic_load(&c->stop);) {
+        struct retry *r = &c->retries[i];
+        if (r->due_ms > now) {
+            i++;
+            continue;
+        }
+        r->attempt++;
+        if (handle(c, r->rkm, r->attempt)) {
+            set_paused(c, r->rkm, false);
+            drop_retry(c, r); /* moves the last record into slot i */
+        } else {
+            r->due_ms = ab_monotonic_ms() + backoff_ms(c, r->attempt);
+            i++;
+        }
+    }
+}
+
+static void keep_for_retry(struct ab_consumer *c, rd_kafka_message_t *rkm)
+{
+    struct retry *grown = realloc(c->retries, (c->retry_count + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        /* Cannot keep it: leave it unstored; it is read again after a restart. */
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    c->retries = grown;
+    c->retries[c->retry_count++] = (struct retry){ rkm, 1, ab_monotonic_ms() + backoff_ms(c, 1) };
+    set_paused(c, rkm, true);
+}
+
+static void *consume_loop(void *arg)
+{
+    struct ab_consumer *c = arg;
+    while (!atomic_load(&c->stop)) {
+        run_due_retries(c);
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, 100);
+        if (rkm == NULL)
+            continue;
+        if (rkm->err) {
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                ab_warn("kafka consumer %s: %s", c->group_id, rd_kafka_message_errstr(rkm));
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        /* A message of a partition waiting on a retry was fetched before the pause took
+         * effect: drop it, it is fetched again after the kept message succeeds. */
+        if (find_retry(c, rd_kafka_topic_name(rkm->rkt), rkm->partition) != NULL) {
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        if (handle(c, rkm, 1))
+            rd_kafka_message_destroy(rkm);
+        else
+            keep_for_retry(c, rkm);
+    }
+    while (c->retry_count > 0)
+        drop_retry(c, &c->retries[0]);
+    /* Commits the stored offsets and leaves the group, so the partitions move at once. */
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
+    if (err)
+        ab_warn("kafka consumer %s: close: %s", c->group_id, rd_kafka_err2str(err));
+    atomic_store(&c->assigned, 0);
+    return NULL;
+}
+
+enum ab_err ab_consumer_start(struct ab_consumer *c)
+{
+    if (pthread_create(&c->thread, NULL, consume_loop, c) != 0)
+        return AB_ERR_INTERNAL;
+    c->started = true;
+    return AB_OK;
+}
+
+void ab_consumer_stop(struct ab_consumer *c)
+{
+    if (c == NULL || !c->started)
+        return;
+    atomic_store(&c->stop, true);
+    pthread_join(c->thread, NULL);
+    c->started = false;
+}
+
+void ab_consumer_free(struct ab_consumer *c)
+{
+    if (c == NULL)
+        return;
+    ab_consumer_stop(c);
+    if (c->rk)
+        rd_kafka_destroy(c->rk);
+    free(c->retries);
+    free(c->group_id);
+    free(c->prefix);
+    free(c);
+}
+
+bool ab_consumer_ready(const struct ab_consumer *c)
+{
+    return atomic_load(&((struct ab_consumer *)c)->assigned) > 0;
+}
+
+int ab_consumer_assigned_count(const struct ab_consumer *c)
+{
+    return atomic_load(&((struct ab_consumer *)c)->assigned);
+}
+
+rd_kafka_t *ab_consumer_handle(const struct ab_consumer *c)
+{
+    return c->rk;
+}

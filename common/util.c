@@ -1,0 +1,135 @@
+/* Random ids, clocks and timestamps shared by every module. */
+#include "common/util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+void ab_random_bytes(void *buf, size_t n)
+{
+    unsigned char *p = buf;
+    while (n > 0) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            perror("getrandom");
+            abort();
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+}
+
+void ab_uuid_v4(char out[AB_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    ab_random_bytes(b, sizeof(b));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    snprintf(out, AB_UUID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
+static int64_t clock_ms(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t ab_monotonic_ms(void)
+{
+    return clock_ms(CLOCK_MONOTONIC);
+}
+
+int64_t ab_wall_ms(void)
+{
+    return clock_ms(CLOCK_REALTIME);
+}
+
+void ab_time_rfc3339(int64_t wall_ms, char out[32])
+{
+    time_t secs = (time_t)(wall_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(out + n, 32 - n, ".%03dZ", (int)(wall_ms % 1000));
+}
+
+static bool digits(const char *s, int n, int *value)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *value = v;
+    return true;
+}
+
+bool ab_time_parse_rfc3339(const char *text, int64_t *wall_ms)
+{
+    int year, mon, day, hour, min, sec, frac_ms = 0;
+    const char *p = text;
+    if (strlen(p) < 20 || !digits(p, 4, &year) || p[4] != '-' || !digits(p + 5, 2, &mon) ||
+        p[7] != '-' || !digits(p + 8, 2, &day) || (p[10] != 'T' && p[10] != 't') ||
+        !digits(p + 11, 2, &hour) || p[13] != ':' || !digits(p + 14, 2, &min) || p[16] != ':' ||
+        !digits(p + 17, 2, &sec))
+        return false;
+    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60)
+        return false;
+    p += 19;
+    if (*p == '.') {
+        int scale = 100, n = 0;
+        for (p++; *p >= '0' && *p <= '9'; p++, n++) {
+            frac_ms += (*p - '0') * scale;
+            scale /= 10;
+        }
+        if (n == 0)
+            return false;
+    }
+    int offset_min = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (!digits(p + 1, 2, &oh) || p[3] != ':' || !digits(p + 4, 2, &om) || oh > 23 || om > 59)
+            return false;
+        offset_min = (oh * 60 + om) * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return false;
+    }
+    if (*p != '\0')
+        return false;
+    struct tm tm = { .tm_year = year - 1900, .tm_mon = mon - 1, .tm_mday = day,
+                     .tm_hour = hour, .tm_min = min, .tm_sec = sec };
+    time_t secs = timegm(&tm);
+    *wall_ms = ((int64_t)secs - (int64_t)offset_min * 60) * 1000 + frac_ms;
+    return true;
+}
+
+void ab_hex(const void *bytes, size_t n, char *out)
+{
+    static const char digits_hex[] = "0123456789abcdef";
+    const unsigned char *b = bytes;
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits_hex[b[i] >> 4];
+        out[2 * i + 1] = digits_hex[b[i] & 0xf];
+    }
+    out[2 * n] = '\0';
+}
+
+double ab_random_unit(void)
+{
+    uint64_t r;
+    ab_random_bytes(&r, sizeof(r));
+    return (double)(r >> 11) / 9007199254740992.0; /* 53 random bits */
+}

@@ -1,0 +1,34 @@
+/* Small helpers every module needs: random ids, clocks, timestamps, hex. */
+#ifndef AB_UTIL_H
+#define AB_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define AB_UUID_LEN 36 /* without the NUL */
+
+/* Fills buf with n bytes from the kernel's CSPRNG (getrandom). Aborts if it cannot: ids
+ * and tokens must never fall back to a weak source. */
+void ab_random_bytes(void *buf, size_t n);
+
+/* A random (version 4) UUID in lower-case text form, NUL-terminated. */
+void ab_uuid_v4(char out[AB_UUID_LEN + 1]);
+
+/* Milliseconds on the monotonic clock (for deadlines and latencies). */
+int64_t ab_monotonic_ms(void);
+/* Milliseconds since the Unix epoch. */
+int64_t ab_wall_ms(void);
+
+/* RFC 3339 UTC time with milliseconds: "2026-11-21T08:58:45.123Z". */
+void ab_time_rfc3339(int64_t wall_ms, char out[32]);
+/* Parses an RFC 3339 timestamp (any offset, optional fraction). @returns false if invalid. */
+bool ab_time_parse_rfc3339(const char *text, int64_t *wall_ms);
+
+/* Lower-case hex of n bytes into out (2n+1 bytes). */
+void ab_hex(const void *bytes, size_t n, char *out);
+
+/* A random double in [0, 1) for backoff jitter; thread-safe. */
+double ab_random_unit(void);
+
+#endif

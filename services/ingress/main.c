@@ -1,0 +1,63 @@
+/* agentbus-ingress: wiring only. The API listener (agent gateway and admin API), the
+ * incoming-webhook listener, and the ops listener. */
+#include "common/log.h"
+#include "common/service.h"
+#include "services/ingress/routes_admin.h"
+
+static struct ab_http_server *listener(struct ab_service *svc, const char *name,
+                                       enum ab_opt port, size_t max_body)
+{
+    char errstr[512];
+    struct ab_http_server *srv = NULL;
+    const struct ab_http_server_options opts = {
+        .name = name,
+        .host = ab_config_str(svc->cfg, AB_OPT_LISTEN_HOST),
+        .port = (int)ab_config_int(svc->cfg, port),
+        .max_body_bytes = max_body,
+        .connection_limit = (int)ab_config_int(svc->cfg, AB_OPT_HTTP_CONNECTION_LIMIT),
+        .idle_timeout_s = (int)ab_config_int(svc->cfg, AB_OPT_HTTP_IDLE_TIMEOUT_S),
+        .access_log = true,
+    };
+    if (ab_http_server_new(&opts, &srv, errstr, sizeof(errstr)) != AB_OK)
+        ab_error("cannot create the %s listener: %s", name, errstr);
+    return srv;
+}
+
+static int start(struct ab_http_server *srv)
+{
+    char errstr[512];
+    if (ab_http_server_start(srv, errstr, sizeof(errstr)) != AB_OK) {
+        ab_error("%s", errstr);
+        return 1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct ab_service svc;
+    int rc = ab_service_init(&svc, "ingress", AB_SVC_INGRESS, AB_OPT_INGRESS_OPS_PORT, argc, argv);
+    if (rc >= 0)
+        return rc;
+    size_t max_body = (size_t)ab_config_int(svc.cfg, AB_OPT_HTTP_MAX_BODY_BYTES);
+    struct ab_http_server *api = listener(&svc, "api", AB_OPT_INGRESS_API_PORT, max_body);
+    struct ab_http_server *webhooks = listener(&svc, "webhooks", AB_OPT_INGRESS_WEBHOOK_PORT,
+                                               256 * 1024);
+    struct ingress_admin admin = { .svc = &svc };
+    rc = 1;
+    if (api == NULL || webhooks == NULL || ingress_admin_routes(&admin, api) != AB_OK)
+        goto out;
+    rc = ab_service_start(&svc);
+    if (rc == 0)
+        rc = start(api);
+    if (rc == 0)
+        rc = start(webhooks);
+    if (rc == 0)
+        rc = ab_service_wait(&svc);
+out:
+    /* Requests in flight finish (their events are acked) before the producer flushes. */
+    ab_http_server_free(api);
+    ab_http_server_free(webhooks);
+    ab_service_cleanup(&svc);
+    return rc;
+}

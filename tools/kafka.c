@@ -1,0 +1,189 @@
+/* agentbus-kafka: produce to or read from any topic, for operators watching the bus and
+ * for the end-to-end tests (which use it to inject poison messages and read dead
+ * letters). Talks to KAFKA_BOOTSTRAP (or kafka.bootstrap in AGENTBUS_CONFIG).
+ *   agentbus-kafka produce TOPIC [--key K] [--header NAME=VALUE]... [--value V]  (else stdin)
+ *   agentbus-kafka consume TOPIC [--count N] [--timeout-ms T]   (from the beginning; JSON lines)
+ */
+#include <librdkafka/rdkafka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/config.h"
+#include "common/kafka.h"
+#include "common/log.h"
+#include "common/util.h"
+
+#define MAX_STDIN_BYTES (16 * 1024 * 1024)
+
+static int usage(void)
+{
+    fprintf(stderr,
+            "usage: agentbus-kafka produce TOPIC [--key K] [--header NAME=VALUE]... [--value V]\n"
+            "       agentbus-kafka consume TOPIC [--count N] [--timeout-ms T]\n");
+    return 2;
+}
+
+static char *read_stdin(size_t *len)
+{
+    char *buf = malloc(MAX_STDIN_BYTES);
+    size_t n = buf ? fread(buf, 1, MAX_STDIN_BYTES, stdin) : 0;
+    *len = n;
+    return buf;
+}
+
+static int produce(const struct ab_config *cfg, const char *topic, int argc, char **argv)
+{
+    char errstr[512];
+    const char *key = NULL, *value = NULL;
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            key = argv[++i];
+        else if (strcmp(argv[i], "--value") == 0 && i + 1 < argc)
+            value = argv[++i];
+        else if (strcmp(argv[i], "--header") == 0 && i + 1 < argc && strchr(argv[i + 1], '=')) {
+            const char *h = argv[++i];
+            const char *eq = strchr(h, '=');
+            rd_kafka_header_add(hdrs, h, eq - h, eq + 1, -1);
+        } else {
+            rd_kafka_headers_destroy(hdrs);
+            return usage();
+        }
+    }
+    size_t len = value ? strlen(value) : 0;
+    char *owned = value ? NULL : read_stdin(&len);
+    rd_kafka_conf_t *conf = ab_kafka_conf_new(cfg, "agentbus-kafka", errstr, sizeof(errstr));
+    if (conf)
+        rd_kafka_conf_set(conf, "acks", "all", NULL, 0);
+    rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
+    if (rk == NULL) {
+        fprintf(stderr, "agentbus-kafka: %s\n", errstr);
+        return 2;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+        RD_KAFKA_V_VALUE(value ? (void *)value : owned, len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+    if (err) {
+        rd_kafka_headers_destroy(hdrs);
+    } else if (rd_kafka_flush(rk, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    }
+    if (err)
+        fprintf(stderr, "agentbus-kafka: produce to %s: %s\n", topic, rd_kafka_err2str(err));
+    rd_kafka_destroy(rk);
+    free(owned);
+    return err ? 1 : 0;
+}
+
+static json_t *text_or_hex(const void *data, size_t len)
+{
+    if (data == NULL)
+        return json_null();
+    json_t *j = json_stringn(data, len);
+    if (j)
+        return j;
+    char *hex = malloc(2 * len + 5);
+    memcpy(hex, "hex:", 4);
+    ab_hex(data, len, hex + 4);
+    j = json_string(hex);
+    free(hex);
+    return j;
+}
+
+static void print_message(const rd_kafka_message_t *rkm)
+{
+    json_t *headers = json_object();
+    rd_kafka_headers_t *hdrs = NULL;
+    if (rd_kafka_message_headers(rkm, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        const char *name;
+        const void *value;
+        size_t size;
+        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) ==
+                           RD_KAFKA_RESP_ERR_NO_ERROR;
+             i++)
+            json_object_set_new(headers, name, text_or_hex(value, size));
+    }
+    json_t *line = json_pack("{s:s,s:i,s:I,s:o,s:o,s:o}", "topic", rd_kafka_topic_name(rkm->rkt),
+                             "partition", (int)rkm->partition, "offset", (json_int_t)rkm->offset,
+                             "key", text_or_hex(rkm->key, rkm->key_len), "value",
+                             text_or_hex(rkm->payload, rkm->len), "headers", headers);
+    char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    puts(text);
+    fflush(stdout);
+    free(text);
+    json_decref(line);
+}
+
+static int consume(const struct ab_config *cfg, const char *topic, int argc, char **argv)
+{
+    char errstr[512], group[64];
+    long count = -1, timeout_ms = 10000;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
+            count = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--timeout-ms") == 0 && i + 1 < argc)
+            timeout_ms = strtol(argv[++i], NULL, 10);
+        else
+            return usage();
+    }
+    /* A fresh group that never commits: reads from the start, disturbs no real consumer. */
+    char id[AB_UUID_LEN + 1];
+    ab_uuid_v4(id);
+    snprintf(group, sizeof(group), "agentbus-kafka-%s", id);
+    rd_kafka_conf_t *conf = ab_kafka_conf_new(cfg, "agentbus-kafka", errstr, sizeof(errstr));
+    if (conf == NULL || ab_kafka_conf_set(conf, "group.id", group, errstr, sizeof(errstr)) ||
+        ab_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof(errstr)) ||
+        ab_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof(errstr))) {
+        fprintf(stderr, "agentbus-kafka: %s\n", errstr);
+        return 2;
+    }
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (rk == NULL) {
+        fprintf(stderr, "agentbus-kafka: %s\n", errstr);
+        return 2;
+    }
+    rd_kafka_poll_set_consumer(rk);
+    rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    long seen = 0;
+    int64_t deadline = ab_monotonic_ms() + timeout_ms;
+    while ((count < 0 || seen < count) && ab_monotonic_ms() < deadline) {
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, 100);
+        if (rkm == NULL)
+            continue;
+        if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            print_message(rkm);
+            seen++;
+        }
+        rd_kafka_message_destroy(rkm);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return count < 0 || seen >= count ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    char errstr[512];
+    if (argc < 3)
+        return usage();
+    ab_log_init("kafka-tool", AB_LOG_WARN);
+    struct ab_config *cfg = NULL;
+    if (ab_config_load(AB_SVC_TOOL, NULL, &cfg, errstr, sizeof(errstr)) != AB_OK) {
+        fprintf(stderr, "agentbus-kafka: %s\n", errstr);
+        return 2;
+    }
+    int rc;
+    if (strcmp(argv[1], "produce") == 0)
+        rc = produce(cfg, argv[2], argc - 3, argv + 3);
+    else if (strcmp(argv[1], "consume") == 0)
+        rc = consume(cfg, argv[2], argc - 3, argv + 3);
+    else
+        rc = usage();
+    ab_config_free(cfg);
+    return rc;
+}

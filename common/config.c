@@ -245,8 +245,9 @@ static bool set_from_json(const struct ab_option *o, struct opt_value *v, json_t
             return false;
         return set_from_text(o, v, json_is_true(j) ? "true" : "false");
     case AB_OPT_STRING:
-        if (!json_is_string(j) || memchr(json_string_value(j), '\0', json_string_length(j)) !=
-                                      json_string_value(j) + json_string_length(j))
+        /* A NUL inside the JSON string would silently cut the value short. */
+        if (!json_is_string(j) ||
+            memchr(json_string_value(j), '\0', json_string_length(j)) != NULL)
             return false;
         return set_from_text(o, v, json_string_value(j));
     case AB_OPT_OBJECT:
@@ -322,6 +323,11 @@ static enum ab_err load_file(struct ab_config *cfg, const char *file, char *errs
     json_error_t jerr;
     json_t *root = json_load_file(file, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
+        /* jansson quotes the text near the error ("invalid token near 'hunter2'"), which can
+         * be a secret that lost its quotes; the line and column locate the error anyway. */
+        char *near = strstr(jerr.text, " near '");
+        if (near != NULL)
+            *near = '\0';
         fail(errstr, size, "config file %s: line %d column %d: %s", file, jerr.line,
              jerr.column, jerr.text);
         return AB_ERR_CONFIG;
@@ -465,28 +471,70 @@ const char *ab_config_file(const struct ab_config *cfg)
     return cfg->file;
 }
 
-/* "postgresql://user:secret@host/db" -> "postgresql://user:***@host/db"; a secret that is
- * not a URL with credentials prints as "***". */
+/* Appends n bytes to buf (of `size`), always leaving it NUL-terminated. */
+static void append(char *buf, size_t size, size_t *len, const char *s, size_t n)
+{
+    if (n > size - 1 - *len)
+        n = size - 1 - *len;
+    memcpy(buf + *len, s, n);
+    *len += n;
+    buf[*len] = '\0';
+}
+
+/* "postgresql://user:pw@host/db?sslmode=require" -> "postgresql://user:***@host/db?sslmode=***":
+ * user and host stay readable; the password goes, and so does every query value, since
+ * libpq also takes "?password=...". The last '@' before the path ends the credentials,
+ * so an unescaped '@' in a password leaves none of it visible. A secret that is not a
+ * URL prints as "***". */
 static json_t *redact_url(const char *url)
 {
     const char *scheme = strstr(url, "://");
-    const char *at = scheme ? strchr(scheme + 3, '@') : NULL;
     if (scheme == NULL)
         return json_string("***");
-    if (at == NULL)
-        return json_string(url);
-    const char *colon = memchr(scheme + 3, ':', (size_t)(at - (scheme + 3)));
-    const char *user_end = colon ? colon : at;
-    char buf[512];
-    snprintf(buf, sizeof(buf), "%.*s%s%s", (int)(user_end - url), url, colon ? ":***" : "", at);
-    return json_string(buf);
+    const char *auth = scheme + 3;
+    const char *auth_end = auth + strcspn(auth, "/?#");
+    const char *at = NULL;
+    for (const char *p = auth; p < auth_end; p++)
+        if (*p == '@')
+            at = p;
+    const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+    size_t size = 4 * strlen(url) + 8, len = 0; /* each "***" replaces at least one byte */
+    char *buf = malloc(size);
+    if (buf == NULL)
+        return json_string("***");
+    buf[0] = '\0';
+    const char *rest = url;
+    if (colon != NULL) {
+        append(buf, size, &len, url, (size_t)(colon - url));
+        append(buf, size, &len, ":***", 4);
+        rest = at;
+    }
+    const char *query = strchr(auth_end, '?');
+    if (query == NULL)
+        query = rest + strlen(rest);
+    else
+        query++;
+    append(buf, size, &len, rest, (size_t)(query - rest));
+    for (const char *p = query; *p != '\0';) {
+        size_t param = strcspn(p, "&"), name = strcspn(p, "=&");
+        append(buf, size, &len, p, name);
+        if (name < param)
+            append(buf, size, &len, "=***", 4);
+        p += param;
+        if (*p == '&')
+            append(buf, size, &len, p++, 1);
+    }
+    json_t *j = json_string(buf);
+    free(buf);
+    return j ? j : json_string("***");
 }
 
 /* Keys of kafka.properties whose values are credentials. */
 static bool secret_key(const char *key)
 {
-    return strstr(key, "password") || strstr(key, "secret") || strstr(key, "token") ||
-           strstr(key, "key") || strstr(key, "jaas");
+    /* Any case: the line is logged before librdkafka gets to reject "SASL.PASSWORD". */
+    return strcasestr(key, "password") || strcasestr(key, "secret") || strcasestr(key, "token") ||
+           strcasestr(key, "key") || strcasestr(key, "jaas");
 }
 
 json_t *ab_config_effective(const struct ab_config *cfg)
@@ -531,8 +579,16 @@ void ab_config_print_table(FILE *out)
         char bounds[64] = "";
         if (o->type == AB_OPT_INT)
             snprintf(bounds, sizeof(bounds), "%lld..%lld", o->min, o->max);
-        else if (o->type == AB_OPT_STRING && o->choices)
-            snprintf(bounds, sizeof(bounds), "%s", o->choices);
+        else if (o->type == AB_OPT_STRING && o->choices) {
+            /* A bare '|' would end the Markdown cell. */
+            size_t n = 0;
+            for (const char *p = o->choices; *p != '\0' && n + 3 < sizeof(bounds); p++) {
+                if (*p == '|')
+                    bounds[n++] = '\\';
+                bounds[n++] = *p;
+            }
+            bounds[n] = '\0';
+        }
         else if (o->type == AB_OPT_STRING)
             snprintf(bounds, sizeof(bounds), "length %lld..%lld", o->min, o->max);
         fprintf(out, "| `%s` | `%s`%s%s%s | %s | %s | %s | %s%s%s |\n", o->name, o->env,

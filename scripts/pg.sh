@@ -40,7 +40,13 @@ running() {
 
 case "$cmd" in
 start)
-    if [ "$(id -u)" -eq 0 ]; then chown postgres "$dir"; fi
+    if [ "$(id -u)" -eq 0 ]; then
+        chown postgres "$dir"
+        runuser -u postgres -- test -w "$dir" || {
+            echo "pg.sh: $dir is not reachable by the postgres user (a parent directory is private?)" >&2
+            exit 1
+        }
+    fi
     if [ ! -f "$data/PG_VERSION" ]; then
         head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$dir/password"
         chmod 600 "$dir/password"

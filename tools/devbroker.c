@@ -72,6 +72,7 @@ int main(int argc, char **argv)
     /* The mock cluster hangs off a client handle; this one is never used to produce. */
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "client.id", "agentbus-devbroker", NULL, 0);
+    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0); /* it has no bootstrap.servers: quiet */
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     if (rk == NULL) {
         fprintf(stderr, "agentbus-devbroker: %s\n", errstr);

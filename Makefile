@@ -100,15 +100,17 @@ test-e2e: deps asan
 	@scripts/install-deps.sh --test
 	@tests/run.sh --e2e-only build/release build/asan
 
-kafka: all
-	@AGENTBUS_WITH_KAFKA=1 scripts/install-deps.sh
-	@scripts/kafka.sh start
+kafka: deps all
+	@scripts/kafka.sh start >/dev/null
+	@KAFKA_BOOTSTRAP=$$(cat .run/kafka/bootstrap) $(BUILD)/bin/agentbus-topics
 
 kafka-stop:
 	@scripts/kafka.sh stop
 
+# The broker is restarted mid-stream by one test through AGENTBUS_KAFKA_CONTROL.
 test-kafka: kafka
-	KAFKA_BOOTSTRAP=$$(cat .run/kafka/bootstrap) $(MAKE) test-e2e
+	KAFKA_BOOTSTRAP=$$(cat .run/kafka/bootstrap) AGENTBUS_KAFKA_CONTROL=$(CURDIR)/scripts/kafka.sh \
+	    $(MAKE) test-e2e
 
 lint:
 	@scripts/lint.sh

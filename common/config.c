@@ -16,7 +16,7 @@
 static const struct ab_option options[AB_OPT__COUNT] = {
     [AB_OPT_DATABASE_URL] = { "database.url", "AGENTBUS_DATABASE_URL", "DATABASE_URL",
                               AB_OPT_STRING, NULL, 1, 4096, NULL,
-                              AB_OPT_SECRET | AB_OPT_REQUIRED, AB_SVC_ALL | AB_SVC_TOOL,
+                              AB_OPT_SECRET | AB_OPT_REQUIRED, AB_SVC_ALL,
                               "PostgreSQL connection URI (postgresql://user:pass@host/db)" },
     [AB_OPT_DATABASE_POOL_SIZE] = { "database.pool_size", "AGENTBUS_DATABASE_POOL_SIZE", NULL,
                                     AB_OPT_INT, "4", 1, 64, NULL, 0, AB_SVC_ALL,
@@ -481,11 +481,11 @@ static void append(char *buf, size_t size, size_t *len, const char *s, size_t n)
     buf[*len] = '\0';
 }
 
-/* "postgresql://user:pw@host/db?sslmode=require" -> "postgresql://user:***@host/db?sslmode=***":
- * user and host stay readable; the password goes, and so does every query value, since
- * libpq also takes "?password=...". The last '@' before the path ends the credentials,
- * so an unescaped '@' in a password leaves none of it visible. A secret that is not a
- * URL prints as "***". */
+/* "postgresql://user:pw@host/db?sslmode=require" becomes
+ * "postgresql://user:***@host/db?sslmode=***": user and host stay readable; the password
+ * goes, and so does every query value, since libpq also takes "?password=...". The last
+ * '@' before the path ends the credentials, so an unescaped '@' in a password leaves none
+ * of it visible. A secret that is not a URL prints as "***". */
 static json_t *redact_url(const char *url)
 {
     const char *scheme = strstr(url, "://");
@@ -552,15 +552,21 @@ json_t *ab_config_effective(const struct ab_config *cfg)
             j = json_integer(v->num);
         else if (o->type == AB_OPT_BOOL)
             j = json_boolean(v->flag);
+        else if (o->type == AB_OPT_STRING && !(o->flags & AB_OPT_SECRET))
+            j = json_string(v->str);
         else if (o->type == AB_OPT_STRING)
-            j = (o->flags & AB_OPT_SECRET) ? redact_url(v->str) : json_string(v->str);
+            /* Only the database URL is a URL; any other secret ("tok://...") is all secret. */
+            j = i == AB_OPT_DATABASE_URL ? redact_url(v->str) : json_string("***");
         else {
             j = json_deep_copy(v->obj);
             const char *key;
             json_t *member;
             json_object_foreach(j, key, member)
             {
-                if ((o->flags & AB_OPT_SECRET) && secret_key(key))
+                /* librdkafka takes scalars only, so a nested value is a mistake that
+                 * can hold anything, and this line is logged before Kafka rejects it. */
+                if ((o->flags & AB_OPT_SECRET) &&
+                    (secret_key(key) || json_is_object(member) || json_is_array(member)))
                     json_object_set_new(j, key, json_string("***"));
             }
         }

@@ -148,7 +148,8 @@ static int trampoline(const struct _u_request *req, struct _u_response *resp, vo
                   1);
     ab_metric_observe(srv->m_duration, (const char *const[]){ srv->name, r->path, method, NULL },
                       seconds);
-    if (srv->access_log || resp->status >= 500) {
+    /* The ops listener logs only failures that are not the expected "not ready" answer. */
+    if (srv->access_log || (resp->status >= 500 && resp->status != 503)) {
         char ip[64];
         ab_http_client_ip(req, ip, sizeof(ip));
         ab_log_fields(resp->status >= 500 ? AB_LOG_WARN : AB_LOG_INFO,

@@ -42,12 +42,21 @@ static void *signal_loop(void *arg)
 
     /* The watchdog: a second signal, or the shutdown taking too long, ends the process. */
     int timeout_s = (int)ab_config_int(svc->cfg, AB_OPT_SHUTDOWN_TIMEOUT_S);
-    struct timespec limit = { .tv_sec = timeout_s };
-    siginfo_t info;
-    if (sigtimedwait(&set, &info, &limit) > 0)
-        ab_error("second signal during shutdown: exiting now");
-    else
-        ab_error("shutdown took longer than %d s (shutdown.timeout_s): exiting now", timeout_s);
+    int64_t deadline = ab_monotonic_ms() + (int64_t)timeout_s * 1000;
+    for (;;) {
+        int64_t left = deadline - ab_monotonic_ms();
+        if (left <= 0) {
+            ab_error("shutdown took longer than %d s (shutdown.timeout_s): exiting now", timeout_s);
+            break;
+        }
+        struct timespec limit = { .tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000L };
+        siginfo_t info;
+        /* EINTR is routine here (sanitizers stop threads with signals at exit): wait on. */
+        if (sigtimedwait(&set, &info, &limit) > 0) {
+            ab_error("second signal during shutdown: exiting now");
+            break;
+        }
+    }
     _exit(1);
     return NULL;
 }

@@ -15,10 +15,15 @@ packages=(
     postgresql postgresql-contrib
     curl ca-certificates python3 procps iproute2
 )
-# Optional extras (real Apache Kafka needs a JRE and Maven to fetch the jars).
-if [ "${AGENTBUS_WITH_KAFKA:-0}" = 1 ]; then
-    packages+=(default-jre-headless maven)
-fi
+want_test=0
+for arg in "$@"; do
+    case "$arg" in
+    --test) want_test=1 ;; # the end-to-end suite is pytest on the system's python3
+    *) echo "usage: install-deps.sh [--test]" >&2; exit 2 ;;
+    esac
+done
+# Real Apache Kafka needs a JRE and Maven to fetch the jars; scripts/kafka.sh installs them
+# itself when `java` or `mvn` is missing, so they are not listed here.
 
 missing=()
 for p in "${packages[@]}"; do
@@ -27,13 +32,19 @@ for p in "${packages[@]}"; do
     fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-    exit 0
-fi
-
-echo "install-deps: installing ${missing[*]}" >&2
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}" >&2
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# pytest for whichever python3 is first on PATH (a pyenv one, or Debian's).
+if [ $want_test -eq 1 ] && ! python3 -c 'import pytest' 2>/dev/null; then
+    echo "install-deps: installing pytest" >&2
+    python3 -m pip install -q pytest 2>/dev/null \
+        || { $sudo apt-get update -qq && $sudo apt-get install -y -qq python3-pytest >/dev/null; }
+    python3 -c 'import pytest' || { echo "install-deps: pytest is not importable by python3" >&2; exit 1; }
+fi

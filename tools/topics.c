@@ -15,12 +15,14 @@
 int main(int argc, char **argv)
 {
     char errstr[512];
-    int replication = 1;
+    int replication = 1, partitions = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--replication-factor") == 0 && i + 1 < argc) {
             replication = (int)strtol(argv[++i], NULL, 10);
+        } else if (strcmp(argv[i], "--partitions") == 0 && i + 1 < argc) {
+            partitions = (int)strtol(argv[++i], NULL, 10); /* tests: fewer, faster topics */
         } else {
-            fprintf(stderr, "usage: agentbus-topics [--replication-factor N]\n"
+            fprintf(stderr, "usage: agentbus-topics [--replication-factor N] [--partitions N]\n"
                             "  Needs KAFKA_BOOTSTRAP (or kafka.bootstrap in AGENTBUS_CONFIG).\n");
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
@@ -42,7 +44,8 @@ int main(int argc, char **argv)
         char name[256];
         ab_topic_name(ab_config_str(cfg, AB_OPT_KAFKA_TOPIC_PREFIX), (enum ab_topic)t, name,
                       sizeof(name));
-        topics[t] = rd_kafka_NewTopic_new(name, ab_topic_spec((enum ab_topic)t)->partitions,
+        int count = partitions > 0 ? partitions : ab_topic_spec((enum ab_topic)t)->partitions;
+        topics[t] = rd_kafka_NewTopic_new(name, count,
                                           replication, errstr, sizeof(errstr));
     }
     rd_kafka_queue_t *queue = rd_kafka_queue_new(rk);

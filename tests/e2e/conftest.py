@@ -104,7 +104,7 @@ class Broker:
         self.proc = None
         if self.real:
             self.bootstrap = os.environ["KAFKA_BOOTSTRAP"]
-            run([os.path.join(BIN, "agentbus-topics")], self.env(), check=True)
+            run([os.path.join(BIN, "agentbus-topics"), "--partitions", "3"], self.env(), check=True)
         else:
             path = os.path.join(workdir, "kafka.bootstrap")
             self.log = open(os.path.join(workdir, "devbroker.log"), "ab")

@@ -594,8 +594,7 @@ void ab_config_print_table(FILE *out)
                 bounds[n++] = *p;
             }
             bounds[n] = '\0';
-        }
-        else if (o->type == AB_OPT_STRING)
+        } else if (o->type == AB_OPT_STRING)
             snprintf(bounds, sizeof(bounds), "length %lld..%lld", o->min, o->max);
         fprintf(out, "| `%s` | `%s`%s%s%s | %s | %s | %s | %s%s%s |\n", o->name, o->env,
                 o->env_alias ? " or `" : "", o->env_alias ? o->env_alias : "",

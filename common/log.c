@@ -58,12 +58,66 @@ bool ab_log_enabled(enum ab_log_level level)
     return level >= log_min_level;
 }
 
+/* Length of the valid UTF-8 character at s, or 0 when none starts there (overlong forms,
+ * surrogates and code points past U+10FFFF are invalid, as jansson sees them). */
+static size_t utf8_char(const unsigned char *s)
+{
+    unsigned c = s[0], cp;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    for (size_t i = 1; i < n; i++) { /* stops at the NUL, which is no continuation byte */
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+/* Makes text valid UTF-8 in place, so json_string accepts it and a line keeps what it
+ * says: each invalid byte becomes '?', and when the text was cut to fit a buffer, a
+ * character cut in half at the end is dropped. */
+static void utf8_repair(char *text, bool truncated)
+{
+    unsigned char *p = (unsigned char *)text;
+    while (*p != '\0') {
+        size_t n = utf8_char(p);
+        if (n > 0) {
+            p += n;
+            continue;
+        }
+        size_t need = *p >= 0xf0 ? 4 : *p >= 0xe0 ? 3 : 2;
+        if (truncated && *p >= 0xc2 && *p <= 0xf4 && strlen((const char *)p) < need) {
+            *p = '\0';
+            break;
+        }
+        *p++ = '?';
+    }
+}
+
 static void set_id(char *dst, size_t size, const char *id)
 {
-    if (id == NULL)
+    if (id == NULL) {
         dst[0] = '\0';
-    else
-        snprintf(dst, size, "%s", id);
+        return;
+    }
+    int n = snprintf(dst, size, "%s", id);
+    utf8_repair(dst, n >= (int)size);
 }
 
 void ab_log_set_request_id(const char *request_id)
@@ -100,8 +154,11 @@ void ab_log_fields(enum ab_log_level level, json_t *fields, const char *fmt, ...
     char when[40], msg[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    if (n < 0)
+        msg[0] = '\0';
+    utf8_repair(msg, n >= (int)sizeof(msg));
     format_time(when, sizeof(when));
 
     /* Fixed keys first so a human can read the line; caller fields may not replace them. */
@@ -109,8 +166,7 @@ void ab_log_fields(enum ab_log_level level, json_t *fields, const char *fmt, ...
     json_object_set_new(line, "time", json_string(when));
     json_object_set_new(line, "level", json_string(ab_log_level_name(level)));
     json_object_set_new(line, "service", json_string(log_service));
-    json_t *j_msg = json_string(msg); /* NULL when msg is not valid UTF-8 */
-    json_object_set_new(line, "message", j_msg ? j_msg : json_string("(message not utf-8)"));
+    json_object_set_new(line, "message", json_string(msg));
     if (log_request_id[0] != '\0')
         json_object_set_new(line, "request_id", json_string(log_request_id));
     if (log_event_id[0] != '\0')

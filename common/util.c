@@ -55,11 +55,13 @@ int64_t ab_wall_ms(void)
 
 void ab_time_rfc3339(int64_t wall_ms, char out[32])
 {
-    time_t secs = (time_t)(wall_ms / 1000);
+    /* Floor division: before 1970, -1 ms is 23:59:59.999 of the day before. */
+    int64_t ms = ((wall_ms % 1000) + 1000) % 1000;
+    time_t secs = (time_t)((wall_ms - ms) / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
     size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(out + n, 32 - n, ".%03dZ", (int)(wall_ms % 1000));
+    snprintf(out + n, 32 - n, ".%03dZ", (int)ms);
 }
 
 static bool digits(const char *s, int n, int *value)
@@ -83,7 +85,11 @@ bool ab_time_parse_rfc3339(const char *text, int64_t *wall_ms)
         !digits(p + 11, 2, &hour) || p[13] != ':' || !digits(p + 14, 2, &min) || p[16] != ':' ||
         !digits(p + 17, 2, &sec))
         return false;
-    if (mon < 1 || mon > 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60)
+    /* timegm would quietly turn February 30 into March 2. */
+    static const int month_days[12] = { 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    if (mon < 1 || mon > 12 || day < 1 || day > month_days[mon - 1] ||
+        (mon == 2 && day == 29 && !leap) || hour > 23 || min > 59 || sec > 60)
         return false;
     p += 19;
     if (*p == '.') {

@@ -7,15 +7,24 @@
 # PostgreSQL: a throwaway cluster in .run/pg, unless DATABASE_URL is set.
 # Kafka: agentbus-devbroker (librdkafka's mock cluster on loopback), unless KAFKA_BOOTSTRAP
 # is set, in which case that broker is used and the topics are created on it.
-# State, logs and pids live in .run/. Binaries come from AGENTBUS_BIN (build/release/bin).
+# State, logs and pids live in .run/ (AGENTBUS_RUN_DIR). Binaries come from AGENTBUS_BIN
+# (build/release/bin). Ports come from the config (deploy/local/agentbus.json), and the
+# AGENTBUS_*_PORT variables override them as they do for the services.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-run="$root/.run"
+run=${AGENTBUS_RUN_DIR:-$root/.run}
 bin=${AGENTBUS_BIN:-$root/build/release/bin}
 services=(ingress dispatcher llm-worker notifier)
-declare -A ops_port=([ingress]=9100 [dispatcher]=9101 [llm-worker]=9102 [notifier]=9103)
+declare -A ops_port=(
+    [ingress]=${AGENTBUS_INGRESS_OPS_PORT:-9100}
+    [dispatcher]=${AGENTBUS_DISPATCHER_OPS_PORT:-9101}
+    [llm-worker]=${AGENTBUS_LLM_WORKER_OPS_PORT:-9102}
+    [notifier]=${AGENTBUS_NOTIFIER_OPS_PORT:-9103}
+)
+api_port=${AGENTBUS_INGRESS_API_PORT:-8080}
+webhook_port=${AGENTBUS_INGRESS_WEBHOOK_PORT:-3011}
 export AGENTBUS_CONFIG=${AGENTBUS_CONFIG:-$root/deploy/local/agentbus.json}
 
 say() { echo "stack: $*" >&2; }
@@ -29,7 +38,7 @@ start_postgres() {
     fi
     DATABASE_URL=$("$root/scripts/pg.sh" start "$run/pg" "${AGENTBUS_PG_PORT:-55432}")
     export DATABASE_URL
-    say "PostgreSQL: throwaway cluster in .run/pg (port ${AGENTBUS_PG_PORT:-55432})"
+    say "PostgreSQL: throwaway cluster in $run/pg (port ${AGENTBUS_PG_PORT:-55432})"
 }
 
 start_kafka() {
@@ -91,17 +100,17 @@ banner() {
     cat <<MSG
 
 agentbus is up.
-  agent gateway + admin API  http://127.0.0.1:8080
-  incoming webhooks          http://127.0.0.1:3011
-  ops (livez/readyz/metrics) ingress :9100  dispatcher :9101  llm-worker :9102  notifier :9103
-  logs                       .run/logs/<service>.log     admin token: .run/admin-token
+  agent gateway + admin API  http://127.0.0.1:$api_port
+  incoming webhooks          http://127.0.0.1:$webhook_port
+  ops (livez/readyz/metrics) ingress :${ops_port[ingress]}  dispatcher :${ops_port[dispatcher]}  llm-worker :${ops_port[llm-worker]}  notifier :${ops_port[notifier]}
+  logs                       $run/logs/<service>.log     admin token: $run/admin-token
 
 Try it:
-  curl -s -X POST http://127.0.0.1:8080/api/admin/events \\
-       -H "Authorization: Bearer \$(cat .run/admin-token)" \\
+  curl -s -X POST http://127.0.0.1:$api_port/api/admin/events \\
+       -H "Authorization: Bearer \$(cat $run/admin-token)" \\
        -d '{"type":"demo.hello","subject":"demo","data":{"text":"hi"}}'
-  psql "\$(scripts/pg.sh status .run/pg)" -c 'SELECT id, type, data FROM event_log'
-  KAFKA_BOOTSTRAP=\$(cat .run/kafka.bootstrap) $bin/agentbus-kafka consume agentbus.ingress
+  psql "\$(scripts/pg.sh status $run/pg)" -c 'SELECT id, type, data FROM event_log'
+  KAFKA_BOOTSTRAP=\$(cat $run/kafka.bootstrap) $bin/agentbus-kafka consume agentbus.ingress
 
 MSG
 }
@@ -119,7 +128,8 @@ stop_pid() {
 down() {
     for s in "${services[@]}"; do stop_pid "$s"; done
     stop_pid devbroker
-    if [ -z "${DATABASE_URL:-}" ] && [ -d "$run/pg/data" ]; then "$root/scripts/pg.sh" stop "$run/pg"; fi
+    # The cluster in the run directory is always ours, whatever DATABASE_URL says now.
+    if [ -d "$run/pg/data" ]; then "$root/scripts/pg.sh" stop "$run/pg"; fi
     say "stopped"
 }
 

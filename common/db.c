@@ -71,6 +71,14 @@ void ab_db_pool_free(struct ab_db_pool *pool)
     free(pool);
 }
 
+/* Server notices ("relation ... already exists, skipping" at every migration run) would go
+ * to stderr as raw text, past the JSON log: log them as debug lines instead. */
+static void on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    ab_debug("postgresql: %.*s", (int)strcspn(message, "\n"), message);
+}
+
 static PGconn *connect_db(struct ab_db_pool *pool)
 {
     /* expand_dbname=1: "dbname" may hold a full URI or key=value string; the keywords after
@@ -78,7 +86,10 @@ static PGconn *connect_db(struct ab_db_pool *pool)
     const char *const keys[] = { "dbname", "connect_timeout", "application_name", NULL };
     const char *const values[] = { pool->conninfo, pool->connect_timeout,
                                    pool->application_name, NULL };
-    return PQconnectdbParams(keys, values, 1);
+    PGconn *conn = PQconnectdbParams(keys, values, 1);
+    if (conn != NULL)
+        PQsetNoticeProcessor(conn, on_notice, NULL);
+    return conn;
 }
 
 enum ab_err ab_db_acquire(struct ab_db_pool *pool, int timeout_ms, PGconn **conn, char *errstr,

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include "common/log.h"
 #include "common/metrics.h"
@@ -185,7 +186,10 @@ enum ab_err ab_http_server_new(const struct ab_http_server_options *opts,
         free(srv);
         return AB_ERR_CONFIG;
     }
-    if (ulfius_init_instance(&srv->inst, (unsigned int)opts->port, &srv->bind, NULL) != U_OK) {
+    /* ulfius refuses port 0, but MHD binds srv->bind (MHD_OPTION_SOCK_ADDR at start) and
+     * ignores this port: for an ephemeral port (0) any valid placeholder will do. */
+    unsigned int u_port = opts->port > 0 ? (unsigned int)opts->port : 1;
+    if (ulfius_init_instance(&srv->inst, u_port, &srv->bind, NULL) != U_OK) {
         snprintf(errstr, size, "ulfius cannot initialise the %s listener", opts->name);
         free(srv);
         return AB_ERR_INTERNAL;
@@ -254,9 +258,16 @@ int ab_http_server_port(const struct ab_http_server *srv)
 {
     if (!srv->started || srv->inst.mhd_daemon == NULL)
         return ntohs(srv->bind.sin_port);
+    /* Ask the socket: MHD_DAEMON_INFO_BIND_PORT reports the port passed to MHD_start_daemon,
+     * which is ab_http_server_new's placeholder (1) when port 0 was asked for. */
     const union MHD_DaemonInfo *info =
-        MHD_get_daemon_info(srv->inst.mhd_daemon, MHD_DAEMON_INFO_BIND_PORT);
-    return info ? info->port : ntohs(srv->bind.sin_port);
+        MHD_get_daemon_info(srv->inst.mhd_daemon, MHD_DAEMON_INFO_LISTEN_FD);
+    struct sockaddr_in sa;
+    socklen_t len = sizeof(sa);
+    if (info != NULL && getsockname(info->listen_fd, (struct sockaddr *)&sa, &len) == 0 &&
+        sa.sin_family == AF_INET)
+        return ntohs(sa.sin_port);
+    return ntohs(srv->bind.sin_port);
 }
 
 void ab_http_server_stop(struct ab_http_server *srv)

@@ -95,8 +95,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_commit(rk, NULL, 0);
         for (int i = 0; i < parts->cnt; i++) {
             struct retry *r = find_retry(c, parts->elems[i].topic, parts->elems[i].partition);
-            if (r != NULL)
+            if (r != NULL) {
+                /* The pause is ours, not librdkafka's: it outlives the assignment, and the
+                 * partition would come back to us paused for good. */
+                set_paused(c, r->rkm, false);
                 drop_retry(c, r); /* the next owner will handle the message again */
+            }
         }
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);

@@ -155,7 +155,8 @@ enum ab_err ab_producer_send(struct ab_producer *p, const char *topic, const voi
         usleep(10 * 1000);
     }
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        rd_kafka_headers_destroy(hdrs); /* not taken by librdkafka on failure */
+        if (hdrs != NULL) /* not taken by librdkafka on failure; destroy(NULL) crashes */
+            rd_kafka_headers_destroy(hdrs);
         snprintf(errstr, size, "kafka produce to %s: %s", topic, rd_kafka_err2str(err));
         return ab_kafka_err(err);
     }

@@ -91,7 +91,9 @@ static enum ab_err apply_one(PGconn *conn, const char *dir, const char *name, in
     if (err)
         goto out;
     PGresult *r = PQexec(conn, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+    /* EMPTY_QUERY: a file of comments only (a placeholder) is a migration that does nothing. */
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && st != PGRES_EMPTY_QUERY) {
         snprintf(errstr, size, "migration %s failed: %s", name, PQresultErrorMessage(r));
         errstr[strcspn(errstr, "\n")] = '\0';
         err = PQstatus(conn) == CONNECTION_OK ? AB_ERR_INTERNAL : AB_ERR_UNAVAILABLE;

@@ -17,6 +17,10 @@ struct test_case {
     ab_test_fn fn;
 };
 
+/* Present only in sanitizer builds: checks for leaks now, without ending the process. The
+ * child ends with _exit (no exit-time leak check), so this is where leaks are caught. */
+extern int __lsan_do_recoverable_leak_check(void) __attribute__((weak));
+
 static struct test_case tests[MAX_TESTS];
 static int test_count;
 static int current_failed;
@@ -51,45 +55,100 @@ static int selected(const char *name, int argc, char **argv)
     return 0;
 }
 
-static int run_one(const struct test_case *tc)
+/* Starts one test in a child whose stdout and stderr go to a temporary file, so that tests
+ * running side by side do not mix their output. */
+static pid_t start_one(const struct test_case *tc, FILE **out)
 {
     fflush(NULL);
+    *out = tmpfile();
     pid_t pid = fork();
     if (pid < 0) {
         perror("fork");
-        return 0;
+        return -1;
     }
     if (pid == 0) {
+        if (*out != NULL) {
+            dup2(fileno(*out), STDOUT_FILENO);
+            dup2(fileno(*out), STDERR_FILENO);
+        }
         alarm(TEST_TIMEOUT_S);
         current_failed = 0;
         tc->fn();
+        if (__lsan_do_recoverable_leak_check != NULL && __lsan_do_recoverable_leak_check() != 0) {
+            fprintf(stderr, "    leaks found (see the report above)\n");
+            current_failed = 1;
+        }
         fflush(NULL);
         _exit(current_failed ? 1 : 0);
     }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0)
-        ;
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
-        return 1;
-    if (WIFSIGNALED(status))
-        fprintf(stderr, "    killed by signal %d%s\n", WTERMSIG(status),
-                WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
-    return 0;
+    return pid;
 }
 
+struct running {
+    pid_t pid;
+    int index;
+    FILE *out;
+};
+
+/* Reports a finished test: its verdict, and its output when it failed. */
+static int finish_one(const struct test_case *tc, int status, FILE *out)
+{
+    int ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    printf("%s %s%s%s\n", ok ? "ok  " : "FAIL", tc->name, ok ? "" : " ", ok ? "" : tc->file);
+    if (!ok && out != NULL) {
+        char buf[4096];
+        size_t n;
+        rewind(out);
+        while ((n = fread(buf, 1, sizeof(buf), out)) > 0)
+            fwrite(buf, 1, n, stdout);
+    }
+    if (!ok && WIFSIGNALED(status))
+        printf("    killed by signal %d%s\n", WTERMSIG(status),
+               WTERMSIG(status) == SIGALRM ? " (timeout)" : "");
+    if (out != NULL)
+        fclose(out);
+    return ok;
+}
+
+/* Tests run AB_TEST_JOBS at a time (default 4): many wait on brokers and timeouts rather
+ * than on the CPU, and each test keeps to its own topics, schemas and ports. */
 int main(int argc, char **argv)
 {
-    int passed = 0, failed = 0;
+    int passed = 0, failed = 0, next = 0, active = 0;
+    const char *jobs_env = getenv("AB_TEST_JOBS");
+    int jobs = jobs_env ? (int)strtol(jobs_env, NULL, 10) : 4;
+    struct running slots[64];
+    if (jobs < 1 || jobs > 64)
+        jobs = 4;
     setvbuf(stdout, NULL, _IOLBF, 0);
-    for (int i = 0; i < test_count; i++) {
-        if (!selected(tests[i].name, argc, argv))
+    for (;;) {
+        while (active < jobs && next < test_count) {
+            int i = next++;
+            if (!selected(tests[i].name, argc, argv))
+                continue;
+            FILE *out = NULL;
+            pid_t pid = start_one(&tests[i], &out);
+            if (pid < 0) {
+                failed++;
+                continue;
+            }
+            slots[active++] = (struct running){ pid, i, out };
+        }
+        if (active == 0)
+            break;
+        int status = 0;
+        pid_t pid = wait(&status);
+        if (pid < 0)
             continue;
-        if (run_one(&tests[i])) {
-            passed++;
-            printf("ok   %s\n", tests[i].name);
-        } else {
-            failed++;
-            printf("FAIL %s (%s)\n", tests[i].name, tests[i].file);
+        for (int k = 0; k < active; k++) {
+            if (slots[k].pid != pid)
+                continue;
+            if (finish_one(&tests[slots[k].index], status, slots[k].out))
+                passed++;
+            else
+                failed++;
+            slots[k] = slots[--active];
+            break;
         }
     }
     printf("unit: %d passed, %d failed\n", passed, failed);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 #include "common/util.h"
 
 #define RETRY_BACKOFF_MIN_MS 200
@@ -43,6 +44,8 @@ struct ab_consumer {
     /* Touched only by the consumer thread (the rebalance callback runs inside its poll). */
     struct retry *retries;
     size_t retry_count;
+    struct ab_metric *m_messages; /* by group, topic and outcome */
+    struct ab_metric *m_duration; /* handler time, by group and topic */
 };
 
 static struct retry *find_retry(struct ab_consumer *c, const char *topic, int32_t partition)
@@ -150,6 +153,14 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
     c->handler = opts->handler;
     c->handler_ud = opts->handler_ud;
     c->backoff_max_ms = ab_config_int(cfg, AB_OPT_KAFKA_RETRY_BACKOFF_MAX_MS);
+    c->m_messages = ab_metrics_counter(
+        ab_metrics_default(), "agentbus_kafka_consumed_total",
+        "messages taken from Kafka, by outcome: done, retry, dead_letter, dead_letter_failed",
+        (const char *const[]){ "group", "topic", "outcome", NULL });
+    c->m_duration = ab_metrics_histogram(ab_metrics_default(),
+                                         "agentbus_kafka_handle_duration_seconds",
+                                         "time spent handling one message",
+                                         (const char *const[]){ "group", "topic", NULL }, NULL, 0);
 
     struct {
         const char *name;
@@ -295,6 +306,8 @@ static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
         .attempt = attempt,
         .rkm = rkm,
     };
+    int64_t started = ab_monotonic_ms();
+    const char *outcome = "done";
     enum ab_err err = ab_event_parse(rkm->payload, rkm->len, &ev, reason, sizeof(reason));
     if (err == AB_OK) {
         ab_log_set_event_id(ev->id);
@@ -309,6 +322,7 @@ static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
     if (err != AB_OK && !ab_err_is_retriable(err)) {
         enum ab_err dlq_err = ab_consumer_dead_letter(c->producer, &msg, c->group_id, reason,
                                                       errstr, sizeof(errstr));
+        outcome = dlq_err == AB_OK ? "dead_letter" : "dead_letter_failed";
         if (dlq_err == AB_OK) {
             ab_warn("kafka consumer %s: %s[%d]@%lld dead-lettered: %s", c->group_id, msg.topic,
                     (int)msg.partition, (long long)msg.offset, reason);
@@ -320,10 +334,14 @@ static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
     } else if (err != AB_OK) {
         ab_warn("kafka consumer %s: %s[%d]@%lld attempt %d failed, will retry: %s", c->group_id,
                 msg.topic, (int)msg.partition, (long long)msg.offset, attempt, reason);
+        outcome = "retry";
         finished = false;
     }
     if (finished)
         store_offset(c, rkm);
+    ab_metric_inc(c->m_messages, (const char *const[]){ c->group_id, msg.topic, outcome, NULL }, 1);
+    ab_metric_observe(c->m_duration, (const char *const[]){ c->group_id, msg.topic, NULL },
+                      (double)(ab_monotonic_ms() - started) / 1000.0);
     ab_log_set_event_id(NULL);
     ab_event_free(ev);
     return finished;

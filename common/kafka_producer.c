@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "common/metrics.h"
 
 struct ab_producer {
     rd_kafka_t *rk;
@@ -22,6 +23,7 @@ struct ab_producer {
     atomic_bool fatal;
     pthread_mutex_t lock;
     pthread_cond_t delivered;
+    struct ab_metric *m_produced; /* by topic and outcome */
 };
 
 struct send_waiter {
@@ -95,6 +97,9 @@ enum ab_err ab_producer_new(const struct ab_config *cfg, const char *client_id,
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->delivered, NULL);
     p->prefix = strdup(ab_config_str(cfg, AB_OPT_KAFKA_TOPIC_PREFIX));
+    p->m_produced = ab_metrics_counter(ab_metrics_default(), "agentbus_kafka_produced_total",
+                                       "messages sent to Kafka, by outcome (acked or the error)",
+                                       (const char *const[]){ "topic", "outcome", NULL });
     rd_kafka_conf_set_opaque(conf, p);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_error_cb(conf, on_error);
@@ -164,6 +169,10 @@ enum ab_err ab_producer_send(struct ab_producer *p, const char *topic, const voi
     while (!w.done)
         pthread_cond_wait(&p->delivered, &p->lock);
     pthread_mutex_unlock(&p->lock);
+    ab_metric_inc(p->m_produced,
+                  (const char *const[]){ topic, w.err ? ab_err_name(ab_kafka_err(w.err)) : "acked",
+                                         NULL },
+                  1);
     if (w.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         snprintf(errstr, size, "kafka delivery to %s: %s%s", topic, rd_kafka_err2str(w.err),
                  w.status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED ? " (may have been written)"

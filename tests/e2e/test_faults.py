@@ -156,7 +156,7 @@ def envelope(event_type, data):
 
 
 def test_poison_message_goes_to_the_dead_letter_topic_and_does_not_block(stack):
-    stack.start("dispatcher")
+    dispatcher = stack.start("dispatcher")
     topic = stack.broker.topic("agentbus.ingress")
     poison = ["this is not json", '{"specversion": "1.0", "type": "no.id"}', "[]"]
     for p in poison:
@@ -173,6 +173,9 @@ def test_poison_message_goes_to_the_dead_letter_topic_and_does_not_block(stack):
         assert d["headers"]["x-agentbus-dlq-service"] == "agentbus-dispatcher"
         assert d["headers"]["x-agentbus-dlq-reason"].startswith("envelope:")
     assert stack.sql("SELECT count(*) FROM event_log") == "1"
+    labels = {"group": "agentbus-dispatcher", "topic": topic}
+    assert dispatcher.metric("agentbus_kafka_consumed_total", {**labels, "outcome": "dead_letter"}) == 3
+    assert dispatcher.metric("agentbus_kafka_consumed_total", {**labels, "outcome": "done"}) == 1
 
 
 def test_unhandled_events_are_dead_lettered_with_a_reason(stack):

@@ -7,6 +7,7 @@
 #   make test         unit tests (release and sanitizer builds) and the end-to-end suite
 #   make kafka        start a real single-node Apache Kafka (KRaft) on loopback; kafka-stop
 #   make test-kafka   the end-to-end suite against that real Kafka
+#   make bench        the foundation benchmark (ingress publish path, journal rate)
 #   make lint         checks the compiler does not make
 
 BUILD   ?= build/release
@@ -39,7 +40,7 @@ UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(BUILD)/bin/unit-tests
 
-.PHONY: all asan deps run up down status test test-unit test-e2e test-kafka kafka kafka-stop \
+.PHONY: all asan deps run up down status test test-unit test-e2e test-kafka kafka kafka-stop bench \
         lint format clean
 all: $(SERVICE_BINS) $(TOOL_BINS) $(UNIT_BIN)
 
@@ -111,6 +112,9 @@ kafka-stop:
 test-kafka: kafka
 	KAFKA_BOOTSTRAP=$$(cat .run/kafka/bootstrap) AGENTBUS_KAFKA_CONTROL=$(CURDIR)/scripts/kafka.sh \
 	    $(MAKE) test-e2e
+
+bench: deps all
+	@bench/foundation.sh
 
 lint:
 	@scripts/lint.sh

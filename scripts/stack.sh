@@ -150,10 +150,12 @@ case "${1:-}" in
 up) up ;;
 down) down ;;
 run)
-    trap 'echo; down; exit 0' INT TERM
+    tail_pid=""
+    trap 'echo; [ -n "$tail_pid" ] && kill "$tail_pid" 2>/dev/null; down; exit 0' INT TERM
     up
     say "running in the foreground; Ctrl-C stops everything"
     tail -q -n 0 -F "$run"/logs/{ingress,dispatcher,llm-worker,notifier}.log &
+    tail_pid=$!
     wait
     ;;
 status)

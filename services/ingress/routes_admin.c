@@ -108,7 +108,8 @@ static void publish_event(const struct _u_request *req, struct _u_response *resp
                                  key ? key : subject ? subject : ev->id, ev, errstr,
                                  sizeof(errstr));
     if (err == AB_OK) {
-        ab_info("event %s (%s) accepted", ev->id, ev->type);
+        /* The access log already records the request; one line per event is enough. */
+        ab_debug("event %s (%s) accepted", ev->id, ev->type);
         ab_http_json(resp, 202, json_pack("{s:s,s:s,s:s}", "status", "accepted", "id", ev->id,
                                           "type", ev->type));
     } else {

@@ -51,6 +51,8 @@ def test_make_run_brings_the_stack_up_and_ctrl_c_stops_it():
         assert not _ok(f"http://127.0.0.1:{ports['INGRESS_OPS']}/livez")
         assert subprocess.run([os.path.join(ROOT, "scripts", "pg.sh"), "status", os.path.join(run_dir, "pg")],
                               capture_output=True).returncode != 0, "PostgreSQL still runs"
+        leftovers = subprocess.run(["pgrep", "-f", run_dir], capture_output=True, text=True).stdout.split()
+        assert not leftovers, f"processes of the stack still run: {leftovers}"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

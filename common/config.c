@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
+
 #define PORT(def) AB_OPT_INT, def, 1, 65535, NULL
 #define ANY_STRING(def, maxlen) AB_OPT_STRING, def, 0, maxlen, NULL
 
@@ -213,7 +215,7 @@ static bool set_from_text(const struct ab_option *o, struct opt_value *v, const 
             return false;
         if (o->choices && !in_choices(o->choices, text))
             return false;
-        nv.str = strdup(text);
+        nv.str = ab_xstrdup(text);
         break;
     }
     case AB_OPT_OBJECT:
@@ -385,10 +387,8 @@ static enum ab_err load_env(struct ab_config *cfg, char *const *envp, char *errs
 enum ab_err ab_config_load(unsigned service, char *const *envp, struct ab_config **out,
                            char *errstr, size_t size)
 {
-    struct ab_config *cfg = calloc(1, sizeof(*cfg));
+    struct ab_config *cfg = ab_xcalloc(1, sizeof(*cfg));
     enum ab_err err = AB_OK;
-    if (cfg == NULL)
-        return AB_ERR_NOMEM;
     cfg->service = service;
     for (int i = 0; i < AB_OPT__COUNT; i++) {
         if (options[i].def != NULL && !set_from_text(&options[i], &cfg->values[i], options[i].def))
@@ -396,7 +396,7 @@ enum ab_err ab_config_load(unsigned service, char *const *envp, struct ab_config
     }
     const char *file = env_lookup(envp, "AGENTBUS_CONFIG");
     if (file != NULL && file[0] != '\0') {
-        cfg->file = strdup(file);
+        cfg->file = ab_xstrdup(file);
         err = load_file(cfg, file, errstr, size);
         if (err)
             goto out;
@@ -492,7 +492,9 @@ static json_t *redact_url(const char *url)
     if (scheme == NULL)
         return json_string("***");
     const char *auth = scheme + 3;
-    const char *auth_end = auth + strcspn(auth, "/?#");
+    /* As libpq reads it: the credentials end at the last '@' before the first '/', so a
+     * password may hold '?' or '#'. */
+    const char *auth_end = auth + strcspn(auth, "/");
     const char *at = NULL;
     for (const char *p = auth; p < auth_end; p++)
         if (*p == '@')
@@ -509,7 +511,7 @@ static json_t *redact_url(const char *url)
         append(buf, size, &len, ":***", 4);
         rest = at;
     }
-    const char *query = strchr(auth_end, '?');
+    const char *query = strchr(at ? at : auth, '?');
     if (query == NULL)
         query = rest + strlen(rest);
     else

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "common/util.h"
 
 struct slot {
     PGconn *conn;
@@ -22,6 +23,8 @@ struct ab_db_pool {
     char connect_timeout[16];
     char *application_name;
     int size;
+    char statement_timeout_ms[16];
+    char lock_timeout_ms[16];
     struct slot *slots;
     pthread_mutex_t lock;
     pthread_cond_t freed;
@@ -36,24 +39,33 @@ enum ab_err ab_db_pool_new(const char *conninfo, int size, int connect_timeout_s
     /* Parse once up front so a malformed DATABASE_URL fails at start, not at first use. */
     PQconninfoOption *opts = PQconninfoParse(conninfo, &why);
     if (opts == NULL) {
-        snprintf(errstr, errstr_size, "database.url is not a valid connection string: %s",
-                 why ? why : "out of memory");
+        /* libpq's explanation quotes the string, password included: it is not repeated. */
+        snprintf(errstr, errstr_size,
+                 "database.url is not a valid connection string (expected "
+                 "postgresql://user:password@host:port/database or key=value pairs)");
         PQfreemem(why);
         return AB_ERR_CONFIG;
     }
     PQconninfoFree(opts);
-    struct ab_db_pool *pool = calloc(1, sizeof(*pool));
-    if (pool == NULL)
-        return AB_ERR_NOMEM;
-    pool->conninfo = strdup(conninfo);
-    pool->application_name = strdup(application_name);
+    struct ab_db_pool *pool = ab_xcalloc(1, sizeof(*pool));
+    pool->conninfo = ab_xstrdup(conninfo);
+    pool->application_name = ab_xstrdup(application_name);
     snprintf(pool->connect_timeout, sizeof(pool->connect_timeout), "%d", connect_timeout_s);
+    ab_db_pool_set_timeouts(pool, 30000, 10000);
     pool->size = size;
-    pool->slots = calloc((size_t)size, sizeof(*pool->slots));
+    pool->slots = ab_xcalloc((size_t)size, sizeof(*pool->slots));
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->freed, NULL);
     *out = pool;
     return AB_OK;
+}
+
+void ab_db_pool_set_timeouts(struct ab_db_pool *pool, int statement_timeout_ms,
+                             int lock_timeout_ms)
+{
+    snprintf(pool->statement_timeout_ms, sizeof(pool->statement_timeout_ms), "%d",
+             statement_timeout_ms);
+    snprintf(pool->lock_timeout_ms, sizeof(pool->lock_timeout_ms), "%d", lock_timeout_ms);
 }
 
 void ab_db_pool_free(struct ab_db_pool *pool)
@@ -83,12 +95,27 @@ static PGconn *connect_db(struct ab_db_pool *pool)
 {
     /* expand_dbname=1: "dbname" may hold a full URI or key=value string; the keywords after
      * it override what it says. */
-    const char *const keys[] = { "dbname", "connect_timeout", "application_name", NULL };
+    /* TCP keepalives and a user timeout notice a server that vanished without closing the
+     * connection (a node lost, a network cut) in about half a minute, instead of the
+     * quarter of an hour TCP retransmission would take. */
+    const char *const keys[] = { "dbname", "connect_timeout", "application_name", "keepalives",
+                                 "keepalives_idle", "keepalives_interval", "keepalives_count",
+                                 "tcp_user_timeout", NULL };
     const char *const values[] = { pool->conninfo, pool->connect_timeout,
-                                   pool->application_name, NULL };
+                                   pool->application_name, "1", "15", "5", "3", "30000", NULL };
     PGconn *conn = PQconnectdbParams(keys, values, 1);
     if (conn != NULL)
         PQsetNoticeProcessor(conn, on_notice, NULL);
+    if (conn != NULL && PQstatus(conn) == CONNECTION_OK) {
+        /* No statement or lock wait may hold a thread (and a consumer's partition) for ever. */
+        char why[256];
+        const char *const params[] = { pool->statement_timeout_ms, pool->lock_timeout_ms };
+        /* If this fails the connection is broken, which the caller sees in its status. */
+        if (ab_db_exec(conn, "SELECT set_config('statement_timeout', $1, false),"
+                             " set_config('lock_timeout', $2, false)",
+                       2, params, NULL, why, sizeof(why)) != AB_OK)
+            ab_warn("PostgreSQL: cannot set the session timeouts: %s", why);
+    }
     return conn;
 }
 

@@ -19,6 +19,11 @@ enum ab_err ab_db_pool_new(const char *conninfo, int size, int connect_timeout_s
                            char *errstr, size_t errstr_size);
 void ab_db_pool_free(struct ab_db_pool *pool);
 
+/* Every connection opened from now on runs with these statement_timeout and lock_timeout
+ * (defaults 30 s and 10 s); 0 turns one off. Call before the pool is shared. */
+void ab_db_pool_set_timeouts(struct ab_db_pool *pool, int statement_timeout_ms,
+                             int lock_timeout_ms);
+
 /* Borrows a connection, waiting up to timeout_ms for a free one, opening or reopening it
  * when needed. @returns AB_OK, AB_ERR_TIMEOUT (pool exhausted), AB_ERR_UNAVAILABLE
  * (cannot connect). @thread safe; do not acquire twice in one thread (deadlock risk). */

@@ -9,26 +9,22 @@
 
 static char *dup_or_null(const char *s)
 {
-    return s ? strdup(s) : NULL;
+    return s ? ab_xstrdup(s) : NULL;
 }
 
 struct ab_event *ab_event_new(const char *type, const char *source, const char *subject,
                               json_t *data)
 {
-    struct ab_event *ev = calloc(1, sizeof(*ev));
+    struct ab_event *ev = ab_xcalloc(1, sizeof(*ev));
     char id[AB_UUID_LEN + 1], when[32];
-    if (ev == NULL) {
-        json_decref(data);
-        return NULL;
-    }
     ab_uuid_v4(id);
     ab_time_rfc3339(ab_wall_ms(), when);
-    ev->id = strdup(id);
-    ev->type = strdup(type);
-    ev->source = strdup(source);
-    ev->time = strdup(when);
+    ev->id = ab_xstrdup(id);
+    ev->type = ab_xstrdup(type);
+    ev->source = ab_xstrdup(source);
+    ev->time = ab_xstrdup(when);
     ev->subject = dup_or_null(subject);
-    ev->datacontenttype = strdup("application/json");
+    ev->datacontenttype = ab_xstrdup("application/json");
     ev->data = data;
     return ev;
 }
@@ -114,7 +110,7 @@ static enum ab_err take_string(json_t *root, const char *name, int required, cha
         snprintf(errstr, size, "envelope: attribute \"%s\" must be a non-empty string", name);
         return AB_ERR_INVALID;
     }
-    *out = strdup(json_string_value(v));
+    *out = ab_xstrdup(json_string_value(v));
     json_object_del(root, name);
     return AB_OK;
 }
@@ -149,11 +145,7 @@ enum ab_err ab_event_parse(const void *buf, size_t len, struct ab_event **out, c
         goto out;
     }
     json_object_del(root, "specversion");
-    ev = calloc(1, sizeof(*ev));
-    if (ev == NULL) {
-        err = AB_ERR_NOMEM;
-        goto out;
-    }
+    ev = ab_xcalloc(1, sizeof(*ev));
     const struct {
         const char *name;
         int required;

@@ -172,17 +172,23 @@ void ab_health_set_draining(struct ab_health *h)
     ab_metric_set(h->m_ready, NULL, 0);
 }
 
+void ab_health_stop(struct ab_health *h)
+{
+    if (h == NULL || !h->started)
+        return;
+    pthread_mutex_lock(&h->lock);
+    h->stop = true;
+    pthread_cond_signal(&h->wake);
+    pthread_mutex_unlock(&h->lock);
+    pthread_join(h->thread, NULL);
+    h->started = false;
+}
+
 void ab_health_free(struct ab_health *h)
 {
     if (h == NULL)
         return;
-    if (h->started) {
-        pthread_mutex_lock(&h->lock);
-        h->stop = true;
-        pthread_cond_signal(&h->wake);
-        pthread_mutex_unlock(&h->lock);
-        pthread_join(h->thread, NULL);
-    }
+    ab_health_stop(h);
     pthread_cond_destroy(&h->wake);
     pthread_mutex_destroy(&h->run_lock);
     pthread_mutex_destroy(&h->lock);

@@ -29,6 +29,10 @@ enum ab_err ab_health_start(struct ab_health *h, struct ab_http_server *srv);
 /* From now on /readyz answers 503 "draining": the first step of a graceful shutdown. */
 void ab_health_set_draining(struct ab_health *h);
 
+/* Stops the check thread (joins it): from now on the checks' objects may be freed, and
+ * /readyz answers from the last results (503 once draining). NULL or twice is fine. */
+void ab_health_stop(struct ab_health *h);
+
 /* Runs every check now and returns whether all pass (also refreshes /readyz). */
 bool ab_health_check_now(struct ab_health *h);
 bool ab_health_ready(struct ab_health *h);

@@ -125,6 +125,17 @@ static bool body_too_large(const struct ab_http_server *srv, const struct _u_req
     return req->binary_body_length > srv->max_body;
 }
 
+/* The method as a metrics label: clients choose it freely, so anything unusual is "other"
+ * (an attacker must not fill the series limit with made-up methods). */
+static const char *known_method(const char *verb)
+{
+    static const char *const known[] = { "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS" };
+    for (size_t i = 0; verb != NULL && i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(verb, known[i]) == 0)
+            return known[i];
+    return "other";
+}
+
 static int trampoline(const struct _u_request *req, struct _u_response *resp, void *ud)
 {
     struct route *r = ud;
@@ -144,7 +155,7 @@ static int trampoline(const struct _u_request *req, struct _u_response *resp, vo
     double seconds = (double)(ab_monotonic_ms() - started) / 1000.0;
     char status[8];
     snprintf(status, sizeof(status), "%ld", resp->status);
-    const char *method = req->http_verb ? req->http_verb : "?";
+    const char *method = known_method(req->http_verb);
     ab_metric_inc(srv->m_requests, (const char *const[]){ srv->name, r->path, method, status, NULL },
                   1);
     ab_metric_observe(srv->m_duration, (const char *const[]){ srv->name, r->path, method, NULL },
@@ -176,9 +187,7 @@ enum ab_err ab_http_server_new(const struct ab_http_server_options *opts,
                                struct ab_http_server **out, char *errstr, size_t size)
 {
     *out = NULL;
-    struct ab_http_server *srv = calloc(1, sizeof(*srv));
-    if (srv == NULL)
-        return AB_ERR_NOMEM;
+    struct ab_http_server *srv = ab_xcalloc(1, sizeof(*srv));
     srv->bind.sin_family = AF_INET;
     srv->bind.sin_port = htons((uint16_t)opts->port);
     if (inet_pton(AF_INET, opts->host ? opts->host : "0.0.0.0", &srv->bind.sin_addr) != 1) {
@@ -194,7 +203,7 @@ enum ab_err ab_http_server_new(const struct ab_http_server_options *opts,
         free(srv);
         return AB_ERR_INTERNAL;
     }
-    srv->name = strdup(opts->name);
+    srv->name = ab_xstrdup(opts->name);
     srv->max_body = opts->max_body_bytes;
     srv->connection_limit = opts->connection_limit > 0 ? opts->connection_limit : 1000;
     srv->idle_timeout_s = opts->idle_timeout_s > 0 ? opts->idle_timeout_s : 120;
@@ -220,10 +229,8 @@ enum ab_err ab_http_server_new(const struct ab_http_server_options *opts,
 enum ab_err ab_http_server_route(struct ab_http_server *srv, const char *method,
                                  const char *path, ab_http_handler handler, void *ud)
 {
-    struct route *r = calloc(1, sizeof(*r));
-    if (r == NULL)
-        return AB_ERR_NOMEM;
-    *r = (struct route){ srv, strdup(method), strdup(path), handler, ud, srv->routes };
+    struct route *r = ab_xcalloc(1, sizeof(*r));
+    *r = (struct route){ srv, ab_xstrdup(method), ab_xstrdup(path), handler, ud, srv->routes };
     srv->routes = r;
     if (ulfius_add_endpoint_by_val(&srv->inst, method, NULL, path, 0, trampoline, r) != U_OK)
         return AB_ERR_INVALID;

@@ -142,14 +142,10 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
     rd_kafka_conf_t *conf = ab_kafka_conf_new(cfg, opts->client_id, errstr, size);
     if (conf == NULL)
         return AB_ERR_CONFIG;
-    struct ab_consumer *c = calloc(1, sizeof(*c));
-    if (c == NULL) {
-        rd_kafka_conf_destroy(conf);
-        return AB_ERR_NOMEM;
-    }
+    struct ab_consumer *c = ab_xcalloc(1, sizeof(*c));
     c->producer = producer;
-    c->group_id = strdup(opts->group_id);
-    c->prefix = strdup(ab_config_str(cfg, AB_OPT_KAFKA_TOPIC_PREFIX));
+    c->group_id = ab_xstrdup(opts->group_id);
+    c->prefix = ab_xstrdup(ab_config_str(cfg, AB_OPT_KAFKA_TOPIC_PREFIX));
     c->handler = opts->handler;
     c->handler_ud = opts->handler_ud;
     c->backoff_max_ms = ab_config_int(cfg, AB_OPT_KAFKA_RETRY_BACKOFF_MAX_MS);
@@ -322,6 +318,19 @@ static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
     if (err != AB_OK && !ab_err_is_retriable(err)) {
         enum ab_err dlq_err = ab_consumer_dead_letter(c->producer, &msg, c->group_id, reason,
                                                       errstr, sizeof(errstr));
+        if (dlq_err == AB_ERR_TOO_LARGE || dlq_err == AB_ERR_INVALID) {
+            /* Kafka will never take the message as it is (with our headers it is over the
+             * size limit): dead-letter a reference to it (key, origin, reason, no value) so
+             * the partition moves on and the loss is on record, rather than blocking the
+             * partition for ever. Other refusals (authorization, say) may heal: retried. */
+            char why[1100];
+            struct ab_consumed ref = msg;
+            ref.value = NULL;
+            ref.value_len = 0;
+            snprintf(why, sizeof(why), "%s; value dropped: %s", reason, errstr);
+            dlq_err = ab_consumer_dead_letter(c->producer, &ref, c->group_id, why, errstr,
+                                              sizeof(errstr));
+        }
         outcome = dlq_err == AB_OK ? "dead_letter" : "dead_letter_failed";
         if (dlq_err == AB_OK) {
             ab_warn("kafka consumer %s: %s[%d]@%lld dead-lettered: %s", c->group_id, msg.topic,
@@ -372,9 +381,10 @@ static void keep_for_retry(struct ab_consumer *c, rd_kafka_message_t *rkm)
 {
     struct retry *grown = realloc(c->retries, (c->retry_count + 1) * sizeof(*grown));
     if (grown == NULL) {
-        /* Cannot keep it: leave it unstored; it is read again after a restart. */
-        rd_kafka_message_destroy(rkm);
-        return;
+        /* Dropping the message would let the next offset commit past it: out of memory
+         * aborts (STYLE.md), the offset stays uncommitted, and a restart reads it again. */
+        ab_error("kafka consumer %s: out of memory keeping a message for retry", c->group_id);
+        abort();
     }
     c->retries = grown;
     c->retries[c->retry_count++] = (struct retry){ rkm, 1, ab_monotonic_ms() + backoff_ms(c, 1) };

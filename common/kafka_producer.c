@@ -14,6 +14,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/util.h"
 
 struct ab_producer {
     rd_kafka_t *rk;
@@ -89,14 +90,10 @@ enum ab_err ab_producer_new(const struct ab_config *cfg, const char *client_id,
         rd_kafka_conf_destroy(conf);
         return AB_ERR_CONFIG;
     }
-    struct ab_producer *p = calloc(1, sizeof(*p));
-    if (p == NULL) {
-        rd_kafka_conf_destroy(conf);
-        return AB_ERR_NOMEM;
-    }
+    struct ab_producer *p = ab_xcalloc(1, sizeof(*p));
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->delivered, NULL);
-    p->prefix = strdup(ab_config_str(cfg, AB_OPT_KAFKA_TOPIC_PREFIX));
+    p->prefix = ab_xstrdup(ab_config_str(cfg, AB_OPT_KAFKA_TOPIC_PREFIX));
     p->m_produced = ab_metrics_counter(ab_metrics_default(), "agentbus_kafka_produced_total",
                                        "messages sent to Kafka, by outcome (acked or the error)",
                                        (const char *const[]){ "topic", "outcome", NULL });

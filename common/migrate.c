@@ -88,6 +88,10 @@ static enum ab_err apply_one(PGconn *conn, const char *dir, const char *name, in
         goto out;
     }
     err = ab_db_begin(conn, errstr, size);
+    if (err == AB_OK)
+        /* A schema change may rightly take long (an index on a big table): the pool's
+         * statement timeout does not apply inside a migration. */
+        err = ab_db_exec(conn, "SET LOCAL statement_timeout = 0", 0, NULL, NULL, errstr, size);
     if (err)
         goto out;
     PGresult *r = PQexec(conn, sql);
@@ -126,9 +130,8 @@ static enum ab_err list_migrations(const char *dir, char ***names, size_t *count
         snprintf(errstr, size, "migrations directory %s cannot be opened", dir);
         return AB_ERR_CONFIG;
     }
-    struct dirent *de;
     int version;
-    while ((de = readdir(d)) != NULL) {
+    for (struct dirent *de = readdir(d); de != NULL; de = readdir(d)) {
         if (!migration_name(de->d_name, &version))
             continue;
         char **grown = realloc(*names, (*count + 1) * sizeof(char *));

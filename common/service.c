@@ -28,36 +28,46 @@ static void usage(const char *name)
            name);
 }
 
+/* The signal thread is detached and lives as long as the process, longer than the
+ * struct ab_service it serves; what the two share lives here. watch_lock guards `watched`,
+ * which cleanup clears before it frees anything. */
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct ab_service *watched;
+static atomic_llong watch_deadline; /* monotonic ms when a stop must be over; 0: no stop yet */
+static atomic_int watch_timeout_s;
+
+/* Turns SIGTERM/SIGINT into a stop request, and is the watchdog of every stop, whatever
+ * asked for it: when the stop outlives shutdown.timeout_s, or a second signal comes, the
+ * process exits 1 rather than hang until Kubernetes kills it. */
 static void *signal_loop(void *arg)
 {
-    struct ab_service *svc = arg;
     sigset_t set;
+    (void)arg;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    int sig = 0;
-    sigwait(&set, &sig);
-    ab_info("received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
-    ab_service_request_stop(svc, 0);
-
-    /* The watchdog: a second signal, or the shutdown taking too long, ends the process. */
-    int timeout_s = (int)ab_config_int(svc->cfg, AB_OPT_SHUTDOWN_TIMEOUT_S);
-    int64_t deadline = ab_monotonic_ms() + (int64_t)timeout_s * 1000;
     for (;;) {
-        int64_t left = deadline - ab_monotonic_ms();
-        if (left <= 0) {
-            ab_error("shutdown took longer than %d s (shutdown.timeout_s): exiting now", timeout_s);
-            break;
-        }
-        struct timespec limit = { .tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000L };
+        struct timespec tick = { .tv_sec = 0, .tv_nsec = 200 * 1000000L };
         siginfo_t info;
-        /* EINTR is routine here (sanitizers stop threads with signals at exit): wait on. */
-        if (sigtimedwait(&set, &info, &limit) > 0) {
+        /* EINTR is routine (sanitizers stop threads with signals at exit): just go on. */
+        int sig = sigtimedwait(&set, &info, &tick);
+        int64_t deadline = atomic_load(&watch_deadline);
+        if (sig > 0 && deadline != 0) {
             ab_error("second signal during shutdown: exiting now");
-            break;
+            _exit(1);
+        }
+        if (sig > 0) {
+            ab_info("received %s: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            pthread_mutex_lock(&watch_lock);
+            if (watched != NULL)
+                ab_service_request_stop(watched, 0);
+            pthread_mutex_unlock(&watch_lock);
+        } else if (deadline != 0 && ab_monotonic_ms() > deadline) {
+            ab_error("shutdown took longer than %d s (shutdown.timeout_s): exiting now",
+                     atomic_load(&watch_timeout_s));
+            _exit(1);
         }
     }
-    _exit(1);
     return NULL;
 }
 
@@ -212,7 +222,11 @@ int ab_service_init(struct ab_service *svc, const char *name, unsigned bit,
     ab_health_add_check(svc->health, "postgres", check_postgres, svc);
     ab_health_add_check(svc->health, "kafka", check_kafka, svc);
 
-    if (pthread_create(&svc->signal_thread, NULL, signal_loop, svc) != 0 ||
+    atomic_store(&watch_timeout_s, (int)ab_config_int(svc->cfg, AB_OPT_SHUTDOWN_TIMEOUT_S));
+    pthread_mutex_lock(&watch_lock);
+    watched = svc;
+    pthread_mutex_unlock(&watch_lock);
+    if (pthread_create(&svc->signal_thread, NULL, signal_loop, NULL) != 0 ||
         pthread_create(&svc->bootstrap_thread, NULL, bootstrap_loop, svc) != 0) {
         ab_error("cannot start the service threads");
         return 1;
@@ -244,6 +258,9 @@ bool ab_service_wait_db(struct ab_service *svc)
 
 void ab_service_request_stop(struct ab_service *svc, int exit_code)
 {
+    long long expected = 0;
+    atomic_compare_exchange_strong(&watch_deadline, &expected,
+                                   ab_monotonic_ms() + 1000LL * atomic_load(&watch_timeout_s));
     pthread_mutex_lock(&svc->lock);
     if (!atomic_load(&svc->stopping))
         atomic_store(&svc->exit_code, exit_code);
@@ -274,19 +291,27 @@ int ab_service_wait(struct ab_service *svc)
     }
     pthread_mutex_unlock(&svc->lock);
     ab_health_set_draining(svc->health);
+    /* The checks read the consumer and the producer, which are freed next. */
+    ab_health_stop(svc->health);
     return atomic_load(&svc->exit_code);
 }
 
 void ab_service_cleanup(struct ab_service *svc)
 {
+    /* From here a late signal no longer touches svc; the watchdog stays armed. */
+    pthread_mutex_lock(&watch_lock);
+    watched = NULL;
+    pthread_mutex_unlock(&watch_lock);
+    ab_health_stop(svc->health); /* when the service never reached ab_service_wait */
     if (svc->bootstrap_started) {
         ab_service_request_stop(svc, atomic_load(&svc->exit_code));
         pthread_join(svc->bootstrap_thread, NULL);
     }
-    if (svc->producer)
-        ab_producer_free(svc->producer, 10000);
+    /* The ops listener's /readyz reads the health object: both go before what they watch. */
     ab_http_server_free(svc->ops);
     ab_health_free(svc->health);
+    if (svc->producer)
+        ab_producer_free(svc->producer, 10000);
     if (svc->db) {
         ab_metric_unbind_fn(ab_metrics_gauge_fn(ab_metrics_default(),
                                                 "agentbus_db_pool_connections_in_use", NULL,

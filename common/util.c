@@ -139,3 +139,35 @@ double ab_random_unit(void)
     ab_random_bytes(&r, sizeof(r));
     return (double)(r >> 11) / 9007199254740992.0; /* 53 random bits */
 }
+
+static void out_of_memory(size_t size)
+{
+    fprintf(stderr, "agentbus: out of memory (allocating %zu bytes)\n", size);
+    abort();
+}
+
+void *ab_xmalloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+    if (p == NULL)
+        out_of_memory(size);
+    return p;
+}
+
+void *ab_xcalloc(size_t count, size_t size)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (p == NULL)
+        out_of_memory(count * size);
+    return p;
+}
+
+char *ab_xstrdup(const char *s)
+{
+    if (s == NULL)
+        return NULL;
+    char *copy = strdup(s);
+    if (copy == NULL)
+        out_of_memory(strlen(s) + 1);
+    return copy;
+}

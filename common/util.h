@@ -28,6 +28,12 @@ bool ab_time_parse_rfc3339(const char *text, int64_t *wall_ms);
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void ab_hex(const void *bytes, size_t n, char *out);
 
+/* Allocation that cannot fail: out of memory aborts (the redis policy, STYLE.md), the
+ * orchestrator restarts the process, and at-least-once delivery redoes the work. */
+void *ab_xmalloc(size_t size);
+void *ab_xcalloc(size_t count, size_t size);
+char *ab_xstrdup(const char *s); /* NULL gives NULL */
+
 /* A random double in [0, 1) for backoff jitter; thread-safe. */
 double ab_random_unit(void);
 

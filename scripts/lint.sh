@@ -31,8 +31,10 @@ for svc in "${!prefix[@]}"; do
     [ -z "$bad" ] || fail "services/$svc exports symbols without ${prefix[$svc]}: $bad"
 done
 
+# Advisory until the tree has been through `make format` once: it reports, it does not fail.
 if command -v clang-format >/dev/null; then
-    clang-format --dry-run --Werror $sources tests/unit/*.[ch] 2>/dev/null || echo "lint: clang-format would change the files above (make format)"
+    n=$(clang-format --dry-run $sources tests/unit/*.[ch] 2>&1 | grep -c 'warning:' || true)
+    [ "$n" = 0 ] || echo "lint: clang-format would change $n places (advisory; make format)"
 fi
 [ $status -eq 0 ] && echo "lint: ok"
 exit $status

@@ -13,7 +13,7 @@ dir=${2:-}
 port=${3:-55432}
 [ -n "$cmd" ] && [ -n "$dir" ] || { echo "usage: pg.sh start|stop|status DIR [PORT]" >&2; exit 2; }
 
-bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
 [ -x "$bindir/initdb" ] || { echo "pg.sh: PostgreSQL server binaries not found (install postgresql)" >&2; exit 1; }
 
 mkdir -p "$dir"
@@ -48,15 +48,17 @@ start)
         }
     fi
     if [ ! -f "$data/PG_VERSION" ]; then
-        head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$dir/password"
-        chmod 600 "$dir/password"
+        (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$dir/password")
         pwfile="$dir/.pwfile"
-        cp "$dir/password" "$pwfile"
+        (umask 077; cp "$dir/password" "$pwfile")
         if [ "$(id -u)" -eq 0 ]; then chown postgres "$pwfile"; fi
         as_db_user "$bindir/initdb" -D "$data" -U agentbus --pwfile="$pwfile" \
             --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
             || { cat "$dir/initdb.log" >&2; exit 1; }
         rm -f "$pwfile"
+    fi
+    if running; then
+        port=$(cat "$dir/port") # already up: keep the port it was started on
     fi
     echo "$port" > "$dir/port"
     if ! running; then

@@ -29,7 +29,14 @@ export AGENTBUS_CONFIG=${AGENTBUS_CONFIG:-$root/deploy/local/agentbus.json}
 
 say() { echo "stack: $*" >&2; }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A pid file names a live process of ours: after a reboot the number may belong to another
+# program, which must be neither mistaken for ours nor killed.
+pid_alive() {
+    local pid
+    [ -f "$1" ] || return 1
+    pid=$(cat "$1")
+    kill -0 "$pid" 2>/dev/null && tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q "agentbus-"
+}
 
 start_postgres() {
     if [ -n "${DATABASE_URL:-}" ]; then
@@ -82,12 +89,12 @@ start_services() {
 wait_ready() {
     local deadline=$((SECONDS + ${AGENTBUS_READY_TIMEOUT:-90}))
     for s in "${services[@]}"; do
-        until curl -fsS "http://127.0.0.1:${ops_port[$s]}/readyz" >/dev/null 2>&1; do
+        until curl -fsS --max-time 3 "http://127.0.0.1:${ops_port[$s]}/readyz" >/dev/null 2>&1; do
             if ! pid_alive "$run/pids/$s.pid"; then
                 say "agentbus-$s exited; the end of its log:"; tail -n 20 "$run/logs/$s.log" >&2; return 1
             fi
             if [ $SECONDS -ge $deadline ]; then
-                say "agentbus-$s is not ready:"; curl -sS "http://127.0.0.1:${ops_port[$s]}/readyz" >&2 || true
+                say "agentbus-$s is not ready:"; curl -sS --max-time 3 "http://127.0.0.1:${ops_port[$s]}/readyz" >&2 || true
                 return 1
             fi
             sleep 0.2
@@ -163,7 +170,7 @@ status)
         if pid_alive "$run/pids/$s.pid"; then state="running (pid $(cat "$run/pids/$s.pid"))"; else state="stopped"; fi
         printf '%-12s %s' "$s" "$state"
         if [ -n "${ops_port[$s]:-}" ] && pid_alive "$run/pids/$s.pid"; then
-            printf '  readyz: %s' "$(curl -sS "http://127.0.0.1:${ops_port[$s]}/readyz" 2>&1 || true)"
+            printf '  readyz: %s' "$(curl -sS --max-time 3 "http://127.0.0.1:${ops_port[$s]}/readyz" 2>&1 || true)"
         fi
         echo
     done

@@ -24,12 +24,24 @@ static int usage(void)
     return 2;
 }
 
+/* The whole of stdin, or NULL when it is over MAX_STDIN_BYTES (never cut silently). */
 static char *read_stdin(size_t *len)
 {
-    char *buf = malloc(MAX_STDIN_BYTES);
-    size_t n = buf ? fread(buf, 1, MAX_STDIN_BYTES, stdin) : 0;
+    char *buf = ab_xmalloc(MAX_STDIN_BYTES + 1);
+    size_t n = fread(buf, 1, MAX_STDIN_BYTES + 1, stdin);
+    if (n > MAX_STDIN_BYTES) {
+        free(buf);
+        return NULL;
+    }
     *len = n;
     return buf;
+}
+
+/* The delivery report: librdkafka's flush succeeding says nothing about the message. */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
+{
+    (void)rk;
+    *(rd_kafka_resp_err_t *)opaque = rkm->err;
 }
 
 static int produce(const struct ab_config *cfg, const char *topic, int argc, char **argv)
@@ -53,9 +65,18 @@ static int produce(const struct ab_config *cfg, const char *topic, int argc, cha
     }
     size_t len = value ? strlen(value) : 0;
     char *owned = value ? NULL : read_stdin(&len);
+    if (value == NULL && owned == NULL) {
+        fprintf(stderr, "agentbus-kafka: the value on stdin is over %d bytes\n", MAX_STDIN_BYTES);
+        rd_kafka_headers_destroy(hdrs);
+        return 2;
+    }
+    rd_kafka_resp_err_t delivered = RD_KAFKA_RESP_ERR__IN_PROGRESS;
     rd_kafka_conf_t *conf = ab_kafka_conf_new(cfg, "agentbus-kafka", errstr, sizeof(errstr));
-    if (conf)
+    if (conf) {
         rd_kafka_conf_set(conf, "acks", "all", NULL, 0);
+        rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+        rd_kafka_conf_set_opaque(conf, &delivered);
+    }
     rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
     if (rk == NULL) {
         fprintf(stderr, "agentbus-kafka: %s\n", errstr);
@@ -69,6 +90,8 @@ static int produce(const struct ab_config *cfg, const char *topic, int argc, cha
         rd_kafka_headers_destroy(hdrs);
     } else if (rd_kafka_flush(rk, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
         err = RD_KAFKA_RESP_ERR__TIMED_OUT;
+    } else {
+        err = delivered;
     }
     if (err)
         fprintf(stderr, "agentbus-kafka: produce to %s: %s\n", topic, rd_kafka_err2str(err));

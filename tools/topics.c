@@ -27,6 +27,11 @@ int main(int argc, char **argv)
             return strcmp(argv[i], "--help") == 0 ? 0 : 2;
         }
     }
+    if (replication < 1 || replication > 32 || partitions < 0 || partitions > 10000) {
+        fprintf(stderr, "agentbus-topics: --replication-factor must be 1 to 32 and "
+                        "--partitions 1 to 10000\n");
+        return 2;
+    }
     ab_log_init("topics", AB_LOG_INFO);
     struct ab_config *cfg = NULL;
     if (ab_config_load(AB_SVC_TOOL, NULL, &cfg, errstr, sizeof(errstr)) != AB_OK) {
@@ -47,6 +52,10 @@ int main(int argc, char **argv)
         int count = partitions > 0 ? partitions : ab_topic_spec((enum ab_topic)t)->partitions;
         topics[t] = rd_kafka_NewTopic_new(name, count,
                                           replication, errstr, sizeof(errstr));
+        if (topics[t] == NULL) {
+            fprintf(stderr, "agentbus-topics: topic %s: %s\n", name, errstr);
+            return 2;
+        }
     }
     rd_kafka_queue_t *queue = rd_kafka_queue_new(rk);
     rd_kafka_AdminOptions_t *opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);

@@ -27,6 +27,10 @@ enum ab_err dispatch_handle(void *ud, const struct ab_consumed *msg, char *reaso
     snprintf(partition, sizeof(partition), "%d", (int)msg->partition);
     snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
     char *data = ev->data ? json_dumps(ev->data, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (ev->data != NULL && data == NULL) {
+        snprintf(reason, size, "event data cannot be serialised");
+        return AB_ERR_UNAVAILABLE; /* only memory can make this fail: try again */
+    }
 
     enum ab_err err = ab_db_acquire(ctx->svc->db, 5000, &conn, reason, size);
     if (err == AB_OK) {

@@ -789,6 +789,11 @@ TEST(config_effective_database_url_forms)
         /* An '@' after the host is not a credentials separator. */
         { "postgresql://db:5432/agentbus?user=me@corp", "postgresql://db:5432/agentbus?user=***",
           NULL },
+        /* libpq ends the credentials at the last '@' before the first '/': a password may
+         * hold '?' or '#'. */
+        { "postgresql://u:s3cr?et@h/d", "postgresql://u:***@h/d", "et@" },
+        { "postgresql://u:s3cr#et@h/d?sslmode=require", "postgresql://u:***@h/d?sslmode=***",
+          "s3cr" },
         /* Not a URL: a key=value connection string is all secret. */
         { "host=db user=agent password=kv-s3cret", "***", "kv-s3cret" },
     };

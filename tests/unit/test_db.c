@@ -275,6 +275,18 @@ TEST(db_malformed_url_is_config_error)
         CHECK(pool == NULL);
         CHECK_STR_CONTAINS(errstr, "database.url");
     }
+    /* libpq's own explanation quotes the string, password and all: it must not be passed
+     * on into an error that is logged. */
+    const char *secret_urls[] = { "postgresql://u:s3cret-pw@[::1/db",
+                                  "postgresql://u:s3cret-pw%zz@127.0.0.1/db" };
+    for (size_t i = 0; i < sizeof(secret_urls) / sizeof(secret_urls[0]); i++) {
+        errstr[0] = '\0';
+        CHECK_INT_EQ(ab_db_pool_new(secret_urls[i], 2, 5, "unit-test", &pool, errstr,
+                                    sizeof(errstr)),
+                     AB_ERR_CONFIG);
+        if (strstr(errstr, "s3cret-pw") != NULL)
+            ab_test_fail(__FILE__, __LINE__, "the password is in the error: %s", errstr);
+    }
 }
 
 /* ---- statements ---------------------------------------------------------------------- */

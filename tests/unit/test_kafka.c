@@ -839,6 +839,45 @@ TEST(kafka_consumer_dead_letter_failure_holds_the_partition)
         fclose(devnull);
 }
 
+/* A poison message so large that its dead letter (the value plus our headers) is over the
+ * producer's size limit must not block its partition for ever: a reference record (no
+ * value, the origin and the reason) goes to the DLQ instead, and the partition moves on. */
+TEST(kafka_consumer_oversized_dead_letter_leaves_a_reference)
+{
+    struct kenv e;
+    struct recorder r;
+    char group[160], errstr[512], buf[1200];
+    char id1[AB_UUID_LEN + 1];
+    kenv_setup(&e, "dlqhuge", 1, NULL);
+    recorder_init(&r);
+    size_t len = 999800; /* under message.max.bytes alone, over it with the DLQ headers */
+    char *huge = malloc(len);
+    REQUIRE(huge != NULL);
+    memset(huge, 'x', len);
+    REQUIRE(ab_producer_send(e.producer, e.topic, "big", 3, huge, len, NULL, 0, errstr,
+                             sizeof(errstr)) == AB_OK);
+    free(huge);
+    REQUIRE(send_event(&e, "k", 1, id1) == AB_OK);
+    group_name(&e, group, sizeof(group));
+    struct ab_consumer *c = start_consumer(&e, group, &r);
+    CHECK(wait_count(&r, 1, 15000));
+    ab_consumer_stop(c);
+    CHECK_INT_EQ(times_seen(&r, id1, true), 1);
+    struct msg msgs[2];
+    int n = read_topic(&e, e.dlq, 1, msgs, 2, 1, 3000);
+    CHECK_INT_EQ(n, 1);
+    if (n >= 1) {
+        CHECK_INT_EQ(msgs[0].len, 0);
+        CHECK(msgs[0].key_len == 3 && memcmp(msgs[0].key, "big", 3) == 0);
+        CHECK_STR_EQ(header(&msgs[0], "x-agentbus-dlq-offset", buf, sizeof(buf)), "0");
+        CHECK_STR_CONTAINS(header(&msgs[0], "x-agentbus-dlq-reason", buf, sizeof(buf)),
+                           "value dropped");
+    }
+    free_msgs(msgs, n);
+    ab_consumer_free(c);
+    kenv_teardown(&e);
+}
+
 /* Partitions waiting on a retry are paused. When one moves to another member and later
  * comes back, it must flow again: nothing may stay paused from the earlier ownership. */
 TEST(kafka_consumer_partition_returning_after_rebalance_is_not_stuck)

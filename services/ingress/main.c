@@ -3,6 +3,7 @@
 #include "common/log.h"
 #include "common/service.h"
 #include "services/ingress/routes_admin.h"
+#include "services/ingress/routes_gateway.h"
 
 static struct ab_http_server *listener(struct ab_service *svc, const char *name,
                                        enum ab_opt port, size_t max_body)
@@ -45,7 +46,8 @@ int main(int argc, char **argv)
                                                256 * 1024);
     struct ingress_admin admin = { .svc = &svc };
     rc = 1;
-    if (api == NULL || webhooks == NULL || ingress_admin_routes(&admin, api) != AB_OK)
+    if (api == NULL || webhooks == NULL || ingress_admin_routes(&admin, api) != AB_OK ||
+        ingress_gateway_routes(&admin, api) != AB_OK)
         goto out;
     rc = ab_service_start(&svc);
     if (rc == 0)

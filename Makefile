@@ -34,7 +34,7 @@ LIB        := $(BUILD)/lib/libagentbus.a
 SERVICES   := ingress dispatcher llm-worker notifier
 SERVICE_BINS := $(SERVICES:%=$(BUILD)/bin/agentbus-%)
 TOOLS      := devbroker topics kafka
-TOOL_BINS  := $(TOOLS:%=$(BUILD)/bin/agentbus-%)
+TOOL_BINS  := $(TOOLS:%=$(BUILD)/bin/agentbus-%) $(BUILD)/bin/agentbusctl
 
 UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
@@ -61,6 +61,11 @@ endef
 $(foreach s,$(SERVICES),$(eval $(call service_rule,$(s))))
 
 $(BUILD)/bin/agentbus-%: $(BUILD)/obj/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The admin command-line client keeps the short name people type.
+$(BUILD)/bin/agentbusctl: $(BUILD)/obj/tools/agentbusctl.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -256,6 +256,17 @@ bool ab_service_wait_db(struct ab_service *svc)
     return atomic_load(&svc->db_ready) && !atomic_load(&svc->stopping);
 }
 
+enum ab_err ab_service_db_acquire(struct ab_service *svc, int timeout_ms, PGconn **conn,
+                                  char *errstr, size_t size)
+{
+    *conn = NULL;
+    if (!atomic_load(&svc->db_ready)) {
+        snprintf(errstr, size, "starting: the database schema is not ready yet");
+        return AB_ERR_UNAVAILABLE;
+    }
+    return ab_db_acquire(svc->db, timeout_ms, conn, errstr, size);
+}
+
 void ab_service_request_stop(struct ab_service *svc, int exit_code)
 {
     long long expected = 0;

@@ -52,6 +52,12 @@ int ab_service_start(struct ab_service *svc);
  * requested first (false). Consumers start only after this: their work needs the tables. */
 bool ab_service_wait_db(struct ab_service *svc);
 
+/* Borrows a PostgreSQL connection for request handling: AB_ERR_UNAVAILABLE ("starting")
+ * until the schema is migrated, so a request in the first moments after start gets a
+ * retriable 503 rather than a missing-table 500. Release with ab_db_release(svc->db, ...). */
+enum ab_err ab_service_db_acquire(struct ab_service *svc, int timeout_ms, PGconn **conn,
+                                  char *errstr, size_t errstr_size);
+
 /* Blocks until SIGTERM/SIGINT or ab_service_request_stop; then readiness turns to
  * "draining". @returns the exit code requested. */
 int ab_service_wait(struct ab_service *svc);

@@ -36,6 +36,20 @@ void ab_uuid_v4(char out[AB_UUID_LEN + 1])
              b[15]);
 }
 
+bool ab_uuid_valid(const char *text)
+{
+    if (text == NULL || strlen(text) != AB_UUID_LEN)
+        return false;
+    for (int i = 0; i < AB_UUID_LEN; i++) {
+        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        char c = text[i];
+        bool hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+        if (dash ? c != '-' : !hex)
+            return false;
+    }
+    return true;
+}
+
 static int64_t clock_ms(clockid_t id)
 {
     struct timespec ts;

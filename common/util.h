@@ -15,6 +15,9 @@ void ab_random_bytes(void *buf, size_t n);
 /* A random (version 4) UUID in lower-case text form, NUL-terminated. */
 void ab_uuid_v4(char out[AB_UUID_LEN + 1]);
 
+/* True when text is a UUID in its 36-character text form (any case, any version). */
+bool ab_uuid_valid(const char *text);
+
 /* Milliseconds on the monotonic clock (for deadlines and latencies). */
 int64_t ab_monotonic_ms(void);
 /* Milliseconds since the Unix epoch. */

@@ -167,3 +167,15 @@ CREATE TABLE gateway_messages (
 );
 CREATE INDEX gateway_messages_inbox_idx ON gateway_messages (agent_id, created_at)
     WHERE status <> 'completed';
+
+-- send-message with a message_id: the first send with an id is remembered, so a retry is
+-- the same event and a different message under a used id is refused (409).
+CREATE TABLE gateway_sends (
+    agent_id       uuid NOT NULL REFERENCES agents (id) ON DELETE CASCADE,
+    message_id     text NOT NULL CHECK (length(message_id) BETWEEN 1 AND 128),
+    event_id       uuid NOT NULL,
+    target_id      uuid NOT NULL,
+    content_sha256 text NOT NULL,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (agent_id, message_id)
+);

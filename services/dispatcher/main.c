@@ -1,5 +1,5 @@
 /* agentbus-dispatcher: wiring only. Consumes agentbus.ingress, journals every event in
- * PostgreSQL and routes it (route.c). */
+ * PostgreSQL (route.c) and routes agentbus.message.sent by its target (message_route.c). */
 #include "common/service.h"
 #include "services/dispatcher/route.h"
 

@@ -1,6 +1,9 @@
-/* The dispatcher's handling of one event from agentbus.ingress. */
+/* The dispatcher's handling of one event from agentbus.ingress: every event is journaled;
+ * agentbus.message.sent is also routed by its target's type (message_route.c). */
 #ifndef DISPATCH_ROUTE_H
 #define DISPATCH_ROUTE_H
+
+#include <libpq-fe.h>
 
 #include "common/kafka_consumer.h"
 #include "common/metrics.h"
@@ -8,14 +11,26 @@
 
 struct dispatch_ctx {
     struct ab_service *svc;
-    struct ab_metric *m_events;
+    struct ab_metric *m_events; /* by outcome: journaled, or the error's name */
+    struct ab_metric *m_routed; /* message.sent routed, by route: inbox, llm, notify */
 };
 
 void dispatch_init(struct dispatch_ctx *ctx, struct ab_service *svc);
 
-/* Journals the event (idempotent on its id) and routes it. A PostgreSQL outage is
- * retriable; an event that can never be stored is dead-lettered. */
+/* Journals the event (idempotent on its id) and routes it. A PostgreSQL or Kafka outage is
+ * retriable; an event that can never be stored or routed is dead-lettered with a reason.
+ * @thread the consumer's thread. */
 enum ab_err dispatch_handle(void *ud, const struct ab_consumed *msg, char *reason,
                             size_t reason_size);
+
+/* Writes the event into event_log on conn, inside whatever transaction the caller has open
+ * (a route's writes and the journal entry commit together). ON CONFLICT makes a redelivery
+ * a no-op. @returns AB_OK or ab_db_exec's error; AB_ERR_NOMEM if data cannot be serialised. */
+enum ab_err dispatch_journal(PGconn *conn, const struct ab_consumed *msg, char *reason,
+                             size_t reason_size);
+
+/* Bad data is final (dead-lettered); anything else PostgreSQL reports (server gone, a lock
+ * wait that timed out, a deploy without the table yet) may heal, so the event waits. */
+enum ab_err dispatch_db_outcome(enum ab_err err);
 
 #endif

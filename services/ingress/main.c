@@ -3,6 +3,9 @@
 #include "common/log.h"
 #include "common/service.h"
 #include "services/ingress/routes_admin.h"
+#include "services/ingress/admin_resources.h"
+#include "services/ingress/gateway_inbox.h"
+#include "services/ingress/gateway_send.h"
 #include "services/ingress/routes_gateway.h"
 
 static struct ab_http_server *listener(struct ab_service *svc, const char *name,
@@ -47,7 +50,9 @@ int main(int argc, char **argv)
     struct ingress_admin admin = { .svc = &svc };
     rc = 1;
     if (api == NULL || webhooks == NULL || ingress_admin_routes(&admin, api) != AB_OK ||
-        ingress_gateway_routes(&admin, api) != AB_OK)
+        ingress_gateway_routes(&admin, api) != AB_OK || ingress_send_routes(&admin, api) != AB_OK ||
+        ingress_inbox_routes(&admin, api) != AB_OK ||
+        ingress_admin_resources_routes(&admin, api) != AB_OK)
         goto out;
     rc = ab_service_start(&svc);
     if (rc == 0)

@@ -38,20 +38,6 @@ static void base64url(const unsigned char *in, size_t n, char *out)
     out[o] = '\0';
 }
 
-static bool valid_uuid(const char *s)
-{
-    if (s == NULL || strlen(s) != 36)
-        return false;
-    for (int i = 0; i < 36; i++) {
-        bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-        char c = s[i];
-        if (dash ? c != '-' : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-                               (c >= 'A' && c <= 'F')))
-            return false;
-    }
-    return true;
-}
-
 /* Answers a database failure: unavailable or timed out is 503 (retry), anything else 500. */
 static void db_failure(struct _u_response *resp, enum ab_err err, const char *errstr)
 {
@@ -79,7 +65,7 @@ bool ingress_gateway_authenticate(struct ingress_admin *admin, const struct _u_r
     }
     ab_sha256_hex(key, strlen(key), hash);
     const char *const params[] = { hash };
-    enum ab_err err = ab_db_acquire(admin->svc->db, DB_WAIT_MS, &conn, errstr, sizeof(errstr));
+    enum ab_err err = ab_service_db_acquire(admin->svc, DB_WAIT_MS, &conn, errstr, sizeof(errstr));
     if (err == AB_OK) {
         err = ab_db_exec(conn,
                          "SELECT a.id, a.tenant_id, a.name FROM api_keys k"
@@ -113,7 +99,7 @@ static void heartbeat(const struct _u_request *req, struct _u_response *resp, vo
     if (!ingress_gateway_authenticate(admin, req, resp, &agent))
         return;
     const char *const params[] = { agent.id };
-    enum ab_err err = ab_db_acquire(admin->svc->db, DB_WAIT_MS, &conn, errstr, sizeof(errstr));
+    enum ab_err err = ab_service_db_acquire(admin->svc, DB_WAIT_MS, &conn, errstr, sizeof(errstr));
     if (err == AB_OK) {
         err = ab_db_exec(conn, "UPDATE agents SET last_seen_at = now() WHERE id = $1", 1,
                          params, NULL, errstr, sizeof(errstr));
@@ -174,7 +160,7 @@ static void issue_key(const struct _u_request *req, struct _u_response *resp, vo
     if (!ingress_admin_authorized(admin, req, resp))
         return;
     const char *agent_id = u_map_get(req->map_url, "id");
-    if (!valid_uuid(agent_id)) {
+    if (!ab_uuid_valid(agent_id)) {
         ab_http_error(resp, AB_ERR_INVALID, "the agent id must be a UUID");
         return;
     }
@@ -183,7 +169,7 @@ static void issue_key(const struct _u_request *req, struct _u_response *resp, vo
     base64url(random, sizeof(random), key + strlen(KEY_PREFIX));
     ab_sha256_hex(key, strlen(key), hash);
     snprintf(prefix, sizeof(prefix), "%.8s", key);
-    enum ab_err err = ab_db_acquire(admin->svc->db, DB_WAIT_MS, &conn, errstr, sizeof(errstr));
+    enum ab_err err = ab_service_db_acquire(admin->svc, DB_WAIT_MS, &conn, errstr, sizeof(errstr));
     if (err == AB_OK) {
         err = rotate_key(conn, agent_id, hash, prefix, errstr, sizeof(errstr));
         ab_db_release(admin->svc->db, conn);

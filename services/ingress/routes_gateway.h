@@ -10,7 +10,7 @@
 struct ingress_agent {
     char id[37];
     char tenant_id[37];
-    char name[128];
+    char name[512]; /* 100 characters of UTF-8 */
 };
 
 /* Adds the gateway routes and POST /api/gateway/agents/:id/api-key to the API listener. */

@@ -1,5 +1,6 @@
 /* Tests for common/util (ids, clocks, RFC 3339 timestamps, hex, random numbers),
- * common/crypto (SHA-256, secret comparison) and common/topics (names, prefixes, DLQs). */
+ * common/crypto (SHA-256, secret comparison, derived UUIDs) and common/topics (names,
+ * prefixes, DLQs). */
 #include "test.h"
 
 #include "common/crypto.h"
@@ -280,6 +281,39 @@ TEST(util_sha256_known_vectors)
     ab_sha256_hex("a\0c", 3, with_nul);
     ab_sha256_hex("a", 1, out);
     CHECK(strcmp(with_nul, out) != 0);
+}
+
+/* Vectors computed independently (Python: the first 16 bytes of hashlib.sha256, byte 6
+ * high nibble set to 8, byte 8 top bits to 10). */
+TEST(util_uuid_derive_is_stable_and_well_formed)
+{
+    static const struct {
+        const char *name;
+        const char *uuid;
+    } cases[] = {
+        { "", "e3b0c442-98fc-8c14-9afb-f4c8996fb924" },
+        { "abc", "ba7816bf-8f01-8fea-8141-40de5dae2223" },
+        { "6f1c2a8e-0000-4000-8000-000000000001:llm", "84c21b1d-3e3e-839b-b4ab-a9764c209d21" },
+        { "6f1c2a8e-0000-4000-8000-000000000001:notify",
+          "67b73fff-31d9-8648-aa50-614b3b396319" },
+    };
+    char out[AB_UUID_LEN + 1], again[AB_UUID_LEN + 1];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        memset(out, 'Z', sizeof(out));
+        ab_uuid_derive(cases[i].name, out);
+        CHECK_STR_EQ(out, cases[i].uuid);
+        CHECK(out[14] == '8');                  /* version 8 */
+        CHECK(strchr("89ab", out[19]) != NULL); /* variant 10xx */
+        ab_uuid_derive(cases[i].name, again);
+        CHECK_STR_EQ(again, out); /* the same name, the same id, every time */
+    }
+    /* Names that differ anywhere give different ids; so do the suffixes a route uses. */
+    char a[AB_UUID_LEN + 1], b[AB_UUID_LEN + 1];
+    ab_uuid_derive("x:llm", a);
+    ab_uuid_derive("x:notify", b);
+    CHECK(strcmp(a, b) != 0);
+    ab_uuid_derive("x:llm ", b);
+    CHECK(strcmp(a, b) != 0);
 }
 
 TEST(util_secret_equal)

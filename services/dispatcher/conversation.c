@@ -1,0 +1,41 @@
+/* Find-or-create of conversations. The pair is stored ordered (agent_low < agent_high) and
+ * a partial unique index covers it, so an upsert is the whole protocol: of two first
+ * messages A->B and B->A committing at once, one inserts and the other waits for it, then
+ * takes the update branch and returns the same id. No lookup-then-insert window, no unique
+ * violation to retry. */
+#include "services/dispatcher/conversation.h"
+
+#include <stdio.h>
+
+#include "common/db.h"
+
+/* last_message_at only ever moves forward, to the time of the event: a redelivered or
+ * late event changes nothing, which keeps the write idempotent. */
+static const char *const upsert_sql =
+    "INSERT INTO conversations (tenant_id, kind, agent_low, agent_high, last_message_at)"
+    " VALUES ($1, 'agent_agent', least($2::uuid, $3::uuid), greatest($2::uuid, $3::uuid),"
+    " coalesce($4::timestamptz, now()))"
+    " ON CONFLICT (tenant_id, agent_low, agent_high) WHERE kind = 'agent_agent'"
+    " DO UPDATE SET last_message_at ="
+    " greatest(conversations.last_message_at, EXCLUDED.last_message_at)"
+    " RETURNING id::text";
+
+enum ab_err dispatch_conversation_of_agents(PGconn *conn, const char *tenant_id,
+                                            const char *agent_a, const char *agent_b,
+                                            const char *at, char id[AB_UUID_LEN + 1],
+                                            char *reason, size_t size)
+{
+    PGresult *res = NULL;
+    const char *const params[] = { tenant_id, agent_a, agent_b, at };
+    enum ab_err err = ab_db_exec(conn, upsert_sql, 4, params, &res, reason, size);
+    if (err)
+        return err;
+    if (PQntuples(res) == 1) {
+        snprintf(id, AB_UUID_LEN + 1, "%s", PQgetvalue(res, 0, 0));
+    } else {
+        snprintf(reason, size, "conversation upsert returned %d rows", PQntuples(res));
+        err = AB_ERR_INTERNAL;
+    }
+    PQclear(res);
+    return err;
+}

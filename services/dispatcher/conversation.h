@@ -1,0 +1,22 @@
+/* Conversations the dispatcher creates on first use: one per pair of agents in a tenant,
+ * whoever wrote first. */
+#ifndef DISPATCH_CONVERSATION_H
+#define DISPATCH_CONVERSATION_H
+
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#include "common/errors.h"
+#include "common/util.h"
+
+/* The conversation between agents a and b (in either order) of tenant_id, created if it
+ * does not exist yet, and its last_message_at moved up to `at` (an RFC 3339 time, or NULL
+ * for now). Safe against a concurrent first message either way: both land on the same
+ * row. Runs on conn inside the caller's transaction.
+ * @returns AB_OK with id; ab_db_exec's errors (AB_ERR_INVALID when an agent is gone). */
+enum ab_err dispatch_conversation_of_agents(PGconn *conn, const char *tenant_id,
+                                            const char *agent_a, const char *agent_b,
+                                            const char *at, char id[AB_UUID_LEN + 1],
+                                            char *reason, size_t reason_size);
+
+#endif

@@ -146,9 +146,7 @@ static void poll_inbox(const struct _u_request *req, struct _u_response *resp, v
     }
     json_decref(messages);
     json_decref(relationships);
-    ab_error("poll of agent %s failed: %s", me.id, errstr);
-    ab_http_error(resp, ab_err_is_retriable(err) ? AB_ERR_UNAVAILABLE : AB_ERR_INTERNAL,
-                  "the inbox cannot be read now; retry later");
+    ingress_answer_failure(resp, err, "the inbox cannot be read now; retry later", errstr);
 }
 
 /* What report needs of the message it completes. */
@@ -292,13 +290,12 @@ static void report(const struct _u_request *req, struct _u_response *resp, void 
         ab_http_json(resp, 200, json_pack("{s:s}", "status", "ok"));
     else if (!ab_err_is_retriable(err) && err != AB_ERR_INTERNAL)
         ab_http_error(resp, err, "%s", errstr);
-    else {
-        ab_error("report of %s by agent %s failed: %s", id, me.id, errstr);
-        ab_http_error(resp, ab_err_is_retriable(err) ? AB_ERR_UNAVAILABLE : AB_ERR_INTERNAL,
-                      stored ? "the result is stored but its reply is not sent yet: retry the "
-                               "same report"
-                             : "the report was not stored; retry it");
-    }
+    else
+        ingress_answer_failure(resp, err,
+                               stored ? "the result is stored but its reply is not sent yet: "
+                                        "retry the same report"
+                                      : "the report was not stored; retry it",
+                               errstr);
     free(r.stored_result);
     json_decref(body);
 }

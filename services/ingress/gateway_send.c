@@ -296,9 +296,8 @@ static void send_message(const struct _u_request *req, struct _u_response *resp,
                                "candidates", candidates));
     else if (err == AB_ERR_CONFLICT || err == AB_ERR_INVALID || err == AB_ERR_TOO_LARGE)
         ab_http_error(resp, err, "%s", errstr);
-    else
-        ab_http_error(resp, ab_err_is_retriable(err) ? AB_ERR_UNAVAILABLE : AB_ERR_INTERNAL,
-                      "the message was not accepted; retry later");
+    else /* until now this path answered without logging why */
+        ingress_answer_failure(resp, err, "the message was not accepted; retry later", errstr);
 out:
     json_decref(candidates);
     json_decref(body);

@@ -38,12 +38,12 @@ static void base64url(const unsigned char *in, size_t n, char *out)
     out[o] = '\0';
 }
 
-/* Answers a database failure: unavailable or timed out is 503 (retry), anything else 500. */
-static void db_failure(struct _u_response *resp, enum ab_err err, const char *errstr)
+void ingress_answer_failure(struct _u_response *resp, enum ab_err err, const char *advice,
+                            const char *errstr)
 {
-    ab_error("database: %s", errstr);
-    if (err == AB_ERR_UNAVAILABLE || err == AB_ERR_TIMEOUT)
-        ab_http_error(resp, AB_ERR_UNAVAILABLE, "the database is unavailable; retry later");
+    ab_error("%s: %s", advice, errstr);
+    if (ab_err_is_retriable(err))
+        ab_http_error(resp, AB_ERR_UNAVAILABLE, "%s", advice);
     else
         ab_http_error(resp, AB_ERR_INTERNAL, "internal error");
 }
@@ -75,7 +75,7 @@ bool ingress_gateway_authenticate(struct ingress_admin *admin, const struct _u_r
         ab_db_release(admin->svc->db, conn);
     }
     if (err) {
-        db_failure(resp, err, errstr);
+        ingress_answer_failure(resp, err, "the database is unavailable; retry later", errstr);
         return false;
     }
     bool found = PQntuples(res) == 1;
@@ -106,7 +106,7 @@ static void heartbeat(const struct _u_request *req, struct _u_response *resp, vo
         ab_db_release(admin->svc->db, conn);
     }
     if (err) {
-        db_failure(resp, err, errstr);
+        ingress_answer_failure(resp, err, "the database is unavailable; retry later", errstr);
         return;
     }
     ab_http_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "agent_id", agent.id));
@@ -177,7 +177,7 @@ static void issue_key(const struct _u_request *req, struct _u_response *resp, vo
     if (err == AB_ERR_NOT_FOUND || err == AB_ERR_INVALID)
         ab_http_error(resp, err, "%s", errstr);
     else if (err)
-        db_failure(resp, err, errstr);
+        ingress_answer_failure(resp, err, "the database is unavailable; retry later", errstr);
     else
         ab_http_json(resp, 201,
                      json_pack("{s:s,s:s,s:s,s:s}", "agent_id", agent_id, "api_key", key,

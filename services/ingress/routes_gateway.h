@@ -21,4 +21,9 @@ enum ab_err ingress_gateway_routes(struct ingress_admin *admin, struct ab_http_s
 bool ingress_gateway_authenticate(struct ingress_admin *admin, const struct _u_request *req,
                                   struct _u_response *resp, struct ingress_agent *agent);
 
+/* Answers a failure that is not the client's: logs why (errstr) once, then 503 with
+ * `advice` when trying again may work (a dependency away, a timeout), else 500. */
+void ingress_answer_failure(struct _u_response *resp, enum ab_err err, const char *advice,
+                            const char *errstr);
+
 #endif

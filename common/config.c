@@ -93,6 +93,18 @@ static const struct ab_option options[AB_OPT__COUNT] = {
                                            "AGENTBUS_GATEWAY_MAX_CONTENT_BYTES", NULL, AB_OPT_INT,
                                            "65536", 256, 524288, NULL, 0, AB_SVC_INGRESS,
                                            "largest message content or report result" },
+    [AB_OPT_GATEWAY_PUBLIC_URL] = { "gateway.public_url", "AGENTBUS_GATEWAY_PUBLIC_URL", NULL,
+                                    ANY_STRING("", 2048), 0, AB_SVC_INGRESS,
+                                    "base URL agents reach the gateway at, for the setup guide "
+                                    "(empty: the Host the agent called)" },
+    [AB_OPT_GATEWAY_OFFLINE_AFTER_S] = { "gateway.offline_after_s",
+                                         "AGENTBUS_GATEWAY_OFFLINE_AFTER_S", NULL, AB_OPT_INT,
+                                         "300", 10, 2592000, NULL, 0, AB_SVC_INGRESS,
+                                         "an OpenClaw agent not seen for this long is offline" },
+    [AB_OPT_SEED] = { "seed", "AGENTBUS_SEED", NULL, AB_OPT_OBJECT, "{}", 0, 0, NULL,
+                      AB_OPT_SECRET, AB_SVC_INGRESS,
+                      "records applied at start: tenants, models, agents, members, "
+                      "relationships, channels (docs/admin-api.md)" },
     [AB_OPT_INGRESS_API_PORT] = { "ingress.api_port", "AGENTBUS_INGRESS_API_PORT", NULL,
                                   PORT("8080"), 0, AB_SVC_INGRESS, "agent gateway and admin API" },
     [AB_OPT_INGRESS_WEBHOOK_PORT] = { "ingress.webhook_port", "AGENTBUS_INGRESS_WEBHOOK_PORT", NULL,

@@ -37,10 +37,13 @@ TOOLS      := devbroker topics kafka
 TOOL_BINS  := $(TOOLS:%=$(BUILD)/bin/agentbus-%) $(BUILD)/bin/agentbusctl
 
 UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
-UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o)
+# Service files of pure logic (no database, Kafka or request) that unit tests link as they are.
+UNIT_SERVICE_SRC := services/ingress/gateway_guide.c
+UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(UNIT_SERVICE_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(BUILD)/bin/unit-tests
 
 .PHONY: all asan deps run up down status test test-unit test-e2e test-kafka kafka kafka-stop bench \
+        bench-gateway \
         lint format clean
 all: $(SERVICE_BINS) $(TOOL_BINS) $(UNIT_BIN)
 
@@ -120,6 +123,10 @@ test-kafka: kafka
 
 bench: deps all
 	@bench/foundation.sh
+
+# The gateway benchmark; on real Kafka: make kafka && KAFKA_BOOTSTRAP=$(cat .run/kafka/bootstrap) make bench-gateway
+bench-gateway: deps all
+	@bench/gateway.sh
 
 lint:
 	@scripts/lint.sh

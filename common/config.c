@@ -22,7 +22,7 @@ static const struct ab_option options[AB_OPT__COUNT] = {
                               "PostgreSQL connection URI (postgresql://user:pass@host/db)" },
     [AB_OPT_DATABASE_POOL_SIZE] = { "database.pool_size", "AGENTBUS_DATABASE_POOL_SIZE", NULL,
                                     AB_OPT_INT, "4", 1, 64, NULL, 0, AB_SVC_ALL,
-                                    "PostgreSQL connections per process" },
+                                    "PostgreSQL connections per process (ingress opens one more, to LISTEN)" },
     [AB_OPT_DATABASE_CONNECT_TIMEOUT_S] = { "database.connect_timeout_s",
                                             "AGENTBUS_DATABASE_CONNECT_TIMEOUT_S", NULL,
                                             AB_OPT_INT, "5", 1, 60, NULL, 0,
@@ -104,7 +104,7 @@ static const struct ab_option options[AB_OPT__COUNT] = {
     [AB_OPT_SEED] = { "seed", "AGENTBUS_SEED", NULL, AB_OPT_OBJECT, "{}", 0, 0, NULL,
                       AB_OPT_SECRET, AB_SVC_INGRESS,
                       "records applied at start: tenants, models, agents, members, "
-                      "relationships, channels (docs/admin-api.md)" },
+                      "relationships, channels (docs/seeding.md)" },
     [AB_OPT_INGRESS_API_PORT] = { "ingress.api_port", "AGENTBUS_INGRESS_API_PORT", NULL,
                                   PORT("8080"), 0, AB_SVC_INGRESS, "agent gateway and admin API" },
     [AB_OPT_INGRESS_WEBHOOK_PORT] = { "ingress.webhook_port", "AGENTBUS_INGRESS_WEBHOOK_PORT", NULL,

@@ -91,7 +91,7 @@ static void on_notice(void *arg, const char *message)
     ab_debug("postgresql: %.*s", (int)strcspn(message, "\n"), message);
 }
 
-static PGconn *connect_db(struct ab_db_pool *pool)
+static PGconn *connect_db(struct ab_db_pool *pool, const char *application_name)
 {
     /* expand_dbname=1: "dbname" may hold a full URI or key=value string; the keywords after
      * it override what it says. */
@@ -102,7 +102,7 @@ static PGconn *connect_db(struct ab_db_pool *pool)
                                  "keepalives_idle", "keepalives_interval", "keepalives_count",
                                  "tcp_user_timeout", NULL };
     const char *const values[] = { pool->conninfo, pool->connect_timeout,
-                                   pool->application_name, "1", "15", "5", "3", "30000", NULL };
+                                   application_name, "1", "15", "5", "3", "30000", NULL };
     PGconn *conn = PQconnectdbParams(keys, values, 1);
     if (conn != NULL)
         PQsetNoticeProcessor(conn, on_notice, NULL);
@@ -154,7 +154,7 @@ enum ab_err ab_db_acquire(struct ab_db_pool *pool, int timeout_ms, PGconn **conn
         slot->conn = NULL;
     }
     if (slot->conn == NULL) {
-        PGconn *c = connect_db(pool);
+        PGconn *c = connect_db(pool, pool->application_name);
         if (PQstatus(c) != CONNECTION_OK) {
             snprintf(errstr, errstr_size, "PostgreSQL unreachable: %s", PQerrorMessage(c));
             /* libpq messages end with a newline; keep log lines clean. */
@@ -208,7 +208,9 @@ static enum ab_err classify(PGconn *conn, const PGresult *res)
         strncmp(state, "08", 2) == 0 || strncmp(state, "57P", 3) == 0 ||
         strcmp(state, "53300") == 0)
         return AB_ERR_UNAVAILABLE;
-    if (strcmp(state, "57014") == 0)
+    /* A statement cancelled by statement_timeout, or a lock not granted within
+     * lock_timeout: both may well work on the next try. */
+    if (strcmp(state, "57014") == 0 || strcmp(state, "55P03") == 0)
         return AB_ERR_TIMEOUT;
     return AB_ERR_INTERNAL;
 }
@@ -272,4 +274,19 @@ int ab_db_pool_in_use(struct ab_db_pool *pool)
 int ab_db_pool_size(const struct ab_db_pool *pool)
 {
     return pool->size;
+}
+
+enum ab_err ab_db_connect(struct ab_db_pool *pool, const char *application_name, PGconn **out,
+                          char *errstr, size_t errstr_size)
+{
+    PGconn *conn = connect_db(pool, application_name);
+    *out = NULL;
+    if (PQstatus(conn) != CONNECTION_OK) {
+        snprintf(errstr, errstr_size, "PostgreSQL unreachable: %s", PQerrorMessage(conn));
+        errstr[strcspn(errstr, "\n")] = '\0';
+        PQfinish(conn);
+        return AB_ERR_UNAVAILABLE;
+    }
+    *out = conn;
+    return AB_OK;
 }

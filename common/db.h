@@ -52,4 +52,17 @@ enum ab_err ab_db_ping(struct ab_db_pool *pool, int timeout_ms, char *errstr, si
 int ab_db_pool_in_use(struct ab_db_pool *pool);
 int ab_db_pool_size(const struct ab_db_pool *pool);
 
+/* Opens a connection of its own, outside the pool, with the pool's URL, timeouts and
+ * keepalives, for a thread that keeps one for long (a LISTEN). application_name names it in
+ * pg_stat_activity. @returns AB_OK or AB_ERR_UNAVAILABLE (cannot connect).
+ * @ownership the caller PQfinishes *out. @thread safe. */
+enum ab_err ab_db_connect(struct ab_db_pool *pool, const char *application_name, PGconn **out,
+                          char *errstr, size_t errstr_size);
+
+/* The NOTIFY channel of the gateway inbox. The dispatcher notifies it, with the agent id as
+ * the payload, in the transaction that adds a row to gateway_messages (PostgreSQL delivers
+ * it at commit, so whoever is woken finds the row); ingress LISTENs to wake that agent's
+ * long polls. */
+#define AB_DB_CHANNEL_GATEWAY_INBOX "agentbus_gateway_inbox"
+
 #endif

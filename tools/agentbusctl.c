@@ -99,7 +99,8 @@ static const char usage_details[] =
     "  agentbusctl agent create bob --tenant acme --type native --role \"Answers questions\"\n"
     "  agentbusctl member create carol --tenant acme --email carol@example.com\n"
     "  agentbusctl relate alice --member carol --tenant acme\n"
-    "  agentbusctl -q api-key alice --tenant acme\n";
+    "  agentbusctl -q api-key alice --tenant acme\n"
+    "  agentbusctl agents list --tenant acme --status offline   (online, offline, never_seen)\n";
 
 /* ---- resources and fields ---------------------------------------------------------------- */
 

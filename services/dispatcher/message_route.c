@@ -78,7 +78,10 @@ static enum ab_err check_parties(PGconn *conn, const struct dispatch_message *m,
 
 /* The chat message and the inbox row the target finds at its next poll; both keyed by the
  * event id, so a redelivery inserts nothing (and a row already leased or completed stays
- * as it is). */
+ * as it is). A new row also notifies AB_DB_CHANNEL_GATEWAY_INBOX with the target's id,
+ * which wakes its long polls in ingress: PostgreSQL sends the notification at commit, and
+ * not at all on a rollback, so a woken poll always finds the row (a redelivery inserts
+ * nothing and so notifies nothing). */
 static enum ab_err write_inbox(PGconn *conn, const struct dispatch_message *m, char *reason,
                                size_t size)
 {
@@ -92,14 +95,16 @@ static enum ab_err write_inbox(PGconn *conn, const struct dispatch_message *m, c
                                  6, chat, NULL, reason, size);
     if (err)
         return err;
-    const char *const inbox[] = { m->event_id,   m->tenant_id,       m->target_id, m->sender_id,
-                                  m->sender_name, m->conversation_id, m->content };
+    const char *const inbox[] = { m->event_id,      m->tenant_id,   m->target_id,
+                                  m->sender_id,     m->sender_name, m->conversation_id,
+                                  m->content,       AB_DB_CHANNEL_GATEWAY_INBOX };
     return ab_db_exec(conn,
-                      "INSERT INTO gateway_messages (id, tenant_id, agent_id, sender_agent_id,"
-                      " sender_name, conversation_id, content, status)"
+                      "WITH added AS (INSERT INTO gateway_messages (id, tenant_id, agent_id,"
+                      " sender_agent_id, sender_name, conversation_id, content, status)"
                       " VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')"
-                      " ON CONFLICT (id) DO NOTHING",
-                      7, inbox, NULL, reason, size);
+                      " ON CONFLICT (id) DO NOTHING RETURNING agent_id)"
+                      " SELECT pg_notify($8, agent_id::text) FROM added",
+                      8, inbox, NULL, reason, size);
 }
 
 /* The journal entry and the route's rows (for a native agent: only the conversation,

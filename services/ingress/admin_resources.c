@@ -27,6 +27,7 @@
 
 #include "common/log.h"
 #include "common/util.h"
+#include "services/ingress/routes_gateway.h"
 
 #define DB_ACQUIRE_TIMEOUT_MS 2000
 #define SQL_MAX 16384
@@ -58,7 +59,16 @@ enum field_flag {
     F_HTTP_URL = 1 << 6,    /* text starting with http:// or https:// */
 };
 
-/* One field: its JSON name is its column name. */
+/* A field computed when read instead of stored: SQL over the row "t" whose one parameter,
+ * an integer option of the configuration, is written between head and tail. Such a field
+ * is read-only; as a list filter its expression is what is compared. */
+struct computed {
+    const char *head;
+    enum ab_opt opt;
+    const char *tail;
+};
+
+/* One field: its JSON name is its column name, unless it is computed. */
 struct field {
     const char *name;
     enum field_type type;
@@ -66,6 +76,7 @@ struct field {
     int min; /* text: length in characters; int: value */
     int max;
     const char *const *allowed; /* text: the values allowed, NULL-terminated; or NULL */
+    const struct computed *computed; /* or NULL: the column `name` */
 };
 
 /* A condition on the row-to-be "v" that must hold, and the 400 message when it does not. */
@@ -90,6 +101,12 @@ struct resource {
 static const char *const providers[] = { "openai", "openclaw", NULL };
 static const char *const agent_types[] = { "openclaw", "native", NULL };
 static const char *const channel_types[] = { "feishu", "lark", NULL };
+static const char *const agent_statuses[] = { "online", "offline", "never_seen", NULL };
+
+/* The agent's status (routes_gateway.h has the rule). */
+static const struct computed agent_status = { INGRESS_AGENT_STATUS_HEAD("t"),
+                                              AB_OPT_GATEWAY_OFFLINE_AFTER_S,
+                                              INGRESS_AGENT_STATUS_TAIL };
 
 #define FIELD_ID { .name = "id", .type = FT_UUID, .flags = F_READ_ONLY }
 #define FIELD_TIME(n) { .name = (n), .type = FT_TIME, .flags = F_READ_ONLY | F_NULLABLE }
@@ -140,6 +157,8 @@ static const struct field agent_fields[] = {
     FIELD_UUID("fallback_model_id", F_NULLABLE),
     FIELD_TEXT("creator", 0, 0, 200),
     FIELD_TIME("last_seen_at"),
+    { .name = "status", .type = FT_TEXT, .flags = F_READ_ONLY, .allowed = agent_statuses,
+      .computed = &agent_status },
     FIELD_TIME("created_at"),
     FIELD_TIME("updated_at"),
     FIELDS_END,
@@ -241,7 +260,7 @@ static const struct ref_check channel_config_checks[] = {
 
 static const char *const no_filters[] = { NULL };
 static const char *const tenant_filter[] = { "tenant_id", NULL };
-static const char *const agent_filters[] = { "tenant_id", "type", NULL };
+static const char *const agent_filters[] = { "tenant_id", "type", "status", NULL };
 static const char *const agent_member_filters[] = { "agent_id", "member_id", NULL };
 static const char *const agent_agent_filters[] = { "agent_id", "target_agent_id", NULL };
 static const char *const channel_config_filters[] = { "tenant_id", "agent_id", NULL };
@@ -278,6 +297,8 @@ struct route_ctx {
     const struct resource *res;
 };
 static struct route_ctx route_ctxs[N_RESOURCES];
+/* The configuration computed fields read their parameter from; set with route_ctxs. */
+static const struct ab_config *computed_cfg;
 
 /* ---- Validation ---- */
 
@@ -556,6 +577,7 @@ struct sql {
     bool overflow; /* descriptors too long for text: a bug, answered 500 */
     const char *params[MAX_PARAMS];
     int nparams;
+    char nums[MAX_PARAMS][24]; /* the text of numbers sql_param_int sent */
 };
 
 __attribute__((sentinel)) static void sql_cat(struct sql *q, ...)
@@ -589,6 +611,32 @@ static void sql_param(struct sql *q, const char *value, enum field_type type)
     sql_add(q, ref);
 }
 
+/* Appends "$n::integer" for a new parameter whose value is n; q keeps its text. */
+static void sql_param_int(struct sql *q, long long n)
+{
+    if (q->nparams == MAX_PARAMS) {
+        q->overflow = true;
+        return;
+    }
+    snprintf(q->nums[q->nparams], sizeof(q->nums[0]), "%lld", n);
+    sql_param(q, q->nums[q->nparams], FT_INT);
+}
+
+/* Field f of the row "t": its column, or its computed value. Without a configuration
+ * (ingress_admin_resources_routes not called) a computed field's option has its default. */
+static void sql_field(struct sql *q, const struct field *f)
+{
+    const struct computed *c = f->computed;
+    if (c == NULL) {
+        sql_add(q, "t.", f->name);
+        return;
+    }
+    sql_add(q, "(", c->head);
+    sql_param_int(q, computed_cfg ? ab_config_int(computed_cfg, c->opt)
+                                  : strtoll(ab_config_option(c->opt)->def, NULL, 10));
+    sql_add(q, c->tail, ")");
+}
+
 /* json_build_object('id', t.id, ...) over the row "t": what an answer shows of it. */
 static void sql_object(struct sql *q, const struct resource *res)
 {
@@ -600,8 +648,10 @@ static void sql_object(struct sql *q, const struct resource *res)
         else if (f->type == FT_TIME)
             sql_add(q, sep, "'", f->name, "', to_char(t.", f->name,
                     " AT TIME ZONE 'UTC', " SQL_TIME_FORMAT ")");
-        else
-            sql_add(q, sep, "'", f->name, "', t.", f->name);
+        else {
+            sql_add(q, sep, "'", f->name, "', ");
+            sql_field(q, f);
+        }
     }
     sql_add(q, ")");
 }
@@ -621,7 +671,9 @@ static void sql_list(struct sql *q, const struct resource *res, const struct bin
     sql_object(q, res);
     sql_add(q, " FROM ", res->table, " t WHERE true");
     for (int i = 0; i < filters->n; i++) {
-        sql_add(q, " AND t.", filters->b[i].f->name, " = ");
+        sql_add(q, " AND ");
+        sql_field(q, filters->b[i].f);
+        sql_add(q, " = ");
         sql_param(q, filters->b[i].value, filters->b[i].f->type);
     }
     sql_add(q, " ORDER BY t.created_at DESC, t.id DESC LIMIT ");
@@ -783,28 +835,46 @@ static void reply_not_found(struct _u_response *resp, const struct resource *res
     ab_http_error(resp, AB_ERR_NOT_FOUND, "%s/%s does not exist", res->name, id);
 }
 
-/* The answer of sql_write: a failed check (400), nothing patched (404), or the row. */
-static void reply_written(struct _u_response *resp, const struct resource *res, PGresult *pg,
-                          const char *id)
+/* What sql_write's answer says: AB_OK (the row's JSON is at (0, 1)), AB_ERR_INVALID for a
+ * failed reference check, AB_ERR_NOT_FOUND for a patch of a row that is gone, or
+ * AB_ERR_INTERNAL for an answer of the wrong shape; errstr says which. */
+static enum ab_err written_outcome(const struct resource *res, PGresult *pg, const char *id,
+                                   char *errstr, size_t size)
 {
     int nchecks = 0;
     while (res->checks[nchecks].sql != NULL)
         nchecks++;
     if (PQntuples(pg) != 1 || PQnfields(pg) != 2) {
-        ab_error("admin %s: a write answered %d rows", res->name, PQntuples(pg));
-        ab_http_error(resp, AB_ERR_INTERNAL, "the database answered an unexpected shape");
-    } else if (!PQgetisnull(pg, 0, 0)) {
+        snprintf(errstr, size, "a write of %s answered %d rows", res->name, PQntuples(pg));
+        return AB_ERR_INTERNAL;
+    }
+    if (!PQgetisnull(pg, 0, 0)) {
         long i = strtol(PQgetvalue(pg, 0, 0), NULL, 10);
-        ab_http_error(resp, AB_ERR_INVALID, "%s",
-                      i >= 0 && i < nchecks ? res->checks[i].message : "a reference is invalid");
-    } else if (PQgetisnull(pg, 0, 1)) {
+        snprintf(errstr, size, "%s",
+                 i >= 0 && i < nchecks ? res->checks[i].message : "a reference is invalid");
+        return AB_ERR_INVALID;
+    }
+    if (PQgetisnull(pg, 0, 1)) {
         /* Only a patch can write nothing without failing a check: its row is gone. */
-        if (id != NULL)
-            reply_not_found(resp, res, id);
-        else
-            ab_http_error(resp, AB_ERR_INTERNAL, "the row was not created");
-    } else {
+        snprintf(errstr, size, "%s/%s does not exist", res->name, id ? id : "(new)");
+        return id != NULL ? AB_ERR_NOT_FOUND : AB_ERR_INTERNAL;
+    }
+    return AB_OK;
+}
+
+/* The answer of sql_write: a failed check (400), nothing patched (404), or the row. */
+static void reply_written(struct _u_response *resp, const struct resource *res, PGresult *pg,
+                          const char *id)
+{
+    char errstr[512];
+    enum ab_err err = written_outcome(res, pg, id, errstr, sizeof(errstr));
+    if (err == AB_OK) {
         reply_row(resp, res, pg, 0, 1, id ? 200 : 201);
+    } else if (err == AB_ERR_INVALID || err == AB_ERR_NOT_FOUND) {
+        ab_http_error(resp, err, "%s", errstr);
+    } else {
+        ab_error("admin: %s", errstr);
+        ab_http_error(resp, AB_ERR_INTERNAL, "the database answered an unexpected shape");
     }
 }
 
@@ -966,6 +1036,7 @@ enum ab_err ingress_admin_resources_routes(struct ingress_admin *admin,
         { "GET", true, get_item },     { "PATCH", true, update_item },
         { "DELETE", true, delete_item },
     };
+    computed_cfg = admin->svc->cfg;
     for (size_t i = 0; i < N_RESOURCES; i++) {
         route_ctxs[i] = (struct route_ctx){ admin, &resources[i] };
         for (size_t r = 0; r < sizeof(routes) / sizeof(routes[0]); r++) {
@@ -979,4 +1050,66 @@ enum ab_err ingress_admin_resources_routes(struct ingress_admin *admin,
         }
     }
     return AB_OK;
+}
+
+/* ---- For the seed (services/ingress/seed.c) ---- */
+
+static const struct resource *find_resource(const char *name)
+{
+    for (size_t i = 0; i < N_RESOURCES; i++)
+        if (strcmp(resources[i].name, name) == 0)
+            return &resources[i];
+    return NULL;
+}
+
+enum ab_err ingress_admin_check(const char *resource, json_t *body, bool creating,
+                                char *errstr, size_t size)
+{
+    struct bindings bs;
+    const struct resource *res = find_resource(resource);
+    if (res == NULL) {
+        snprintf(errstr, size, "no admin resource \"%s\"", resource);
+        return AB_ERR_INTERNAL;
+    }
+    return parse_body(res, body, creating, &bs, errstr, size);
+}
+
+enum ab_err ingress_admin_write(PGconn *conn, const char *resource, json_t *body,
+                                const char *id, char id_out[AB_UUID_LEN + 1], char *errstr,
+                                size_t size)
+{
+    struct bindings bs;
+    struct sql q = { .len = 0 };
+    PGresult *pg = NULL;
+    const struct resource *res = find_resource(resource);
+    if (res == NULL) {
+        snprintf(errstr, size, "no admin resource \"%s\"", resource);
+        return AB_ERR_INTERNAL;
+    }
+    /* bs borrows body's strings: body outlives the statement. */
+    enum ab_err err = parse_body(res, body, id == NULL, &bs, errstr, size);
+    if (err)
+        return err;
+    sql_write(&q, res, &bs, id);
+    if (q.overflow) {
+        snprintf(errstr, size, "a statement for %s is longer than %d bytes", res->name, SQL_MAX);
+        return AB_ERR_INTERNAL;
+    }
+    err = ab_db_exec(conn, q.text, q.nparams, q.params, &pg, errstr, size);
+    if (err == AB_ERR_CONFLICT)
+        snprintf(errstr, size, "%s", res->conflict);
+    if (err == AB_OK)
+        err = written_outcome(res, pg, id, errstr, size);
+    if (err == AB_OK) {
+        json_t *row = json_loads(PQgetvalue(pg, 0, 1), 0, NULL);
+        const char *row_id = json_string_value(json_object_get(row, "id"));
+        snprintf(id_out, AB_UUID_LEN + 1, "%s", row_id ? row_id : "");
+        json_decref(row);
+        if (row_id == NULL) {
+            snprintf(errstr, size, "a write of %s answered no id", res->name);
+            err = AB_ERR_INTERNAL;
+        }
+    }
+    PQclear(pg);
+    return err;
 }

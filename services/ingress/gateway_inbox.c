@@ -2,28 +2,45 @@
  * takes (FOR UPDATE SKIP LOCKED, so concurrent polls split them) stay leased until
  * gateway.lease_s has passed, and come back in a later poll unless reported by then
  * (Clawith marks them delivered at once, and a lost answer loses them: bug D1). A report
- * completes a message once; the same report again changes nothing, a different one is 409. */
+ * completes a message once; the same report again changes nothing, a different one is 409.
+ *
+ * A long poll (wait=N) that finds nothing waits without holding a database connection,
+ * registered with the inbox waker (inbox_waker.c) from before its first look, so nothing
+ * that arrives between a look and the wait is missed. The dispatcher's NOTIFY, sent at the
+ * commit of the inbox row, wakes it to look again at once. Correctness never rests on
+ * NOTIFY alone; a poll also looks again
+ *  - every POLL_RECHECK_MS: for notifications lost while the listener was reconnecting
+ *    (it also wakes every poll once it is back), and rows skipped because another
+ *    transaction held them at the time;
+ *  - when the earliest lease of its agent runs out: an expiry is no event and nothing
+ *    notifies it, so each look also says when that will be and the wait ends then (plus
+ *    LEASE_MARGIN_MS for the clocks), and an expired lease reaches a waiting poll at once.
+ * At shutdown the waker ends every wait, and the poll answers 200 with what it has. */
 #include "services/ingress/gateway_inbox.h"
 
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common/crypto.h"
 #include "common/db.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "services/ingress/gateway_send.h"
+#include "services/ingress/inbox_waker.h"
 
 #define DB_WAIT_MS 2000
 #define POLL_WAIT_MAX_S 30
-#define POLL_RECHECK_MS 200
+#define POLL_RECHECK_MS 2000 /* the safety net under NOTIFY (see the top) */
+#define LEASE_MARGIN_MS 20   /* wake this long after a lease runs out by PostgreSQL's clock */
 
 /* Leases up to $2 messages of agent $1 for $3 seconds and returns them, oldest first, in
  * Clawith's shape, each with the 10 turns of its conversation before it (the message
- * itself is "content", not history), each labelled by its real sender. */
+ * itself is "content", not history), each labelled by its real sender. The second column
+ * is the milliseconds until the agent's earliest running lease ends (NULL: none); it is
+ * exact only when nothing was leased (the UPDATE's rows are invisible to the rest of its
+ * statement), which is the only time it is used. */
 static const char *const lease_sql =
     "WITH picked AS ("
     "  SELECT id FROM gateway_messages"
@@ -45,29 +62,60 @@ static const char *const lease_sql =
     "    ORDER BY h.created_at, h.id) FROM (SELECT * FROM chat_messages c"
     "    WHERE c.conversation_id = l.conversation_id AND c.id <> l.id"
     "    AND c.created_at <= l.created_at ORDER BY c.created_at DESC, c.id DESC"
-    "    LIMIT 10) h), '[]'::json)) ORDER BY l.created_at, l.id), '[]'::json)"
+    "    LIMIT 10) h), '[]'::json)) ORDER BY l.created_at, l.id), '[]'::json),"
+    " (SELECT ceil(extract(epoch FROM min(lease_until) - now()) * 1000)::bigint"
+    "  FROM gateway_messages WHERE agent_id = $1 AND status = 'leased' AND lease_until >= now())"
     " FROM leased l";
 
-/* Whom the agent may address, in Clawith's shape. Feishu is offered only for people with
- * a Feishu id; e-mail is not offered because nothing delivers it. */
+/* Whom agent $1 may address, in Clawith's shape, agents with their status (online after
+ * $2 = gateway.offline_after_s; routes_gateway.h has the rule). Feishu is offered only for
+ * people with a Feishu id; e-mail is not offered because nothing delivers it. */
 static const char *const relationships_sql =
-    "SELECT coalesce(json_agg(r ORDER BY r.type, r.name), '[]'::json) FROM ("
-    " SELECT m.name, 'human' AS type, x.relation AS role, x.description,"
+    "SELECT coalesce(json_agg(r.item ORDER BY r.type, r.name), '[]'::json) FROM ("
+    " SELECT m.name, 'human' AS type, json_build_object('name', m.name, 'type', 'human',"
+    "  'role', x.relation, 'description', x.description, 'channels',"
     "  CASE WHEN coalesce(nullif(m.feishu_user_id, ''), nullif(m.feishu_open_id, '')) IS NOT NULL"
-    "   THEN '[\"feishu\"]'::json ELSE '[]'::json END AS channels"
+    "   THEN '[\"feishu\"]'::json ELSE '[]'::json END) AS item"
     " FROM agent_member_relationships x JOIN org_members m ON m.id = x.member_id"
     " WHERE x.agent_id = $1"
-    " UNION ALL SELECT a.name, 'agent', x.relation, x.description, '[\"agent\"]'::json"
+    " UNION ALL SELECT a.name, 'agent', json_build_object('name', a.name, 'type', 'agent',"
+    "  'role', x.relation, 'description', x.description, 'channels', '[\"agent\"]'::json,"
+    "  'status', " INGRESS_AGENT_STATUS_SQL("a", "$2::integer") ")"
     " FROM agent_agent_relationships x JOIN agents a ON a.id = x.target_agent_id"
     " WHERE x.agent_id = $1) r";
 
-static json_t *json_column(PGresult *res)
+/* The JSON text in the first column of res into *out. */
+static enum ab_err json_column(PGresult *res, json_t **out, char *errstr, size_t size)
 {
-    return json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    *out = json_loads(PQgetvalue(res, 0, 0), 0, NULL);
+    if (*out != NULL)
+        return AB_OK;
+    snprintf(errstr, size, "PostgreSQL answered JSON jansson cannot read");
+    return AB_ERR_INTERNAL;
 }
 
+/* The relationships of agent_id (relationships_sql) into *out, on conn. */
+static enum ab_err read_relationships(struct ingress_admin *admin, PGconn *conn,
+                                      const char *agent_id, json_t **out, char *errstr,
+                                      size_t size)
+{
+    char offline_text[24];
+    PGresult *res = NULL;
+    snprintf(offline_text, sizeof(offline_text), "%lld",
+             ab_config_int(admin->svc->cfg, AB_OPT_GATEWAY_OFFLINE_AFTER_S));
+    const char *const params[] = { agent_id, offline_text };
+    enum ab_err err = ab_db_exec(conn, relationships_sql, 2, params, &res, errstr, size);
+    if (err == AB_OK)
+        err = json_column(res, out, errstr, size);
+    PQclear(res);
+    return err;
+}
+
+/* One look: leases up to limit messages; *lease_ms is lease_sql's second column (-1 for
+ * NULL). relationships is read (and last_seen_at set) only when it is not NULL. */
 static enum ab_err lease(struct ingress_admin *admin, const struct ingress_agent *me, int limit,
-                         json_t **messages, json_t **relationships, char *errstr, size_t size)
+                         json_t **messages, json_t **relationships, int64_t *lease_ms,
+                         char *errstr, size_t size)
 {
     char limit_text[16], lease_text[16];
     PGconn *conn = NULL;
@@ -81,7 +129,8 @@ static enum ab_err lease(struct ingress_admin *admin, const struct ingress_agent
         return err;
     err = ab_db_exec(conn, lease_sql, 3, params, &res, errstr, size);
     if (err == AB_OK) {
-        *messages = json_column(res);
+        err = json_column(res, messages, errstr, size);
+        *lease_ms = PQgetisnull(res, 0, 1) ? -1 : strtoll(PQgetvalue(res, 0, 1), NULL, 10);
         PQclear(res);
         res = NULL;
     }
@@ -90,9 +139,7 @@ static enum ab_err lease(struct ingress_admin *admin, const struct ingress_agent
         err = ab_db_exec(conn, "UPDATE agents SET last_seen_at = now() WHERE id = $1", 1, params,
                          NULL, errstr, size);
     if (err == AB_OK && relationships != NULL)
-        err = ab_db_exec(conn, relationships_sql, 1, params, &res, errstr, size);
-    if (err == AB_OK && relationships != NULL)
-        *relationships = json_column(res);
+        err = read_relationships(admin, conn, me->id, relationships, errstr, size);
     PQclear(res);
     ab_db_release(admin->svc->db, conn);
     return err;
@@ -127,18 +174,28 @@ static void poll_inbox(const struct _u_request *req, struct _u_response *resp, v
                       batch, POLL_WAIT_MAX_S);
         return;
     }
-    /* A long poll looks again every POLL_RECHECK_MS until something arrives or the wait is
-     * over; it holds no database connection in between. */
-    int64_t deadline = ab_monotonic_ms() + wait_s * 1000;
-    enum ab_err err = lease(admin, &me, (int)limit, &messages, &relationships, errstr,
+    /* A long poll: see the top of the file for when it looks again. */
+    struct ingress_waiter waiter;
+    int64_t deadline = ab_monotonic_ms() + wait_s * 1000, lease_ms = -1;
+    if (wait_s > 0)
+        ingress_waker_register(admin->waker, &waiter, me.id);
+    enum ab_err err = lease(admin, &me, (int)limit, &messages, &relationships, &lease_ms, errstr,
                             sizeof(errstr));
-    while (err == AB_OK && json_array_size(messages) == 0 && ab_monotonic_ms() < deadline &&
-           !ab_service_stopping(admin->svc)) {
-        usleep(POLL_RECHECK_MS * 1000);
+    while (err == AB_OK && json_array_size(messages) == 0 && !ab_service_stopping(admin->svc)) {
+        int64_t now = ab_monotonic_ms(), until = now + POLL_RECHECK_MS;
+        if (now >= deadline)
+            break;
+        if (lease_ms >= 0 && now + lease_ms + LEASE_MARGIN_MS < until)
+            until = now + lease_ms + LEASE_MARGIN_MS;
+        if (ingress_waker_wait(admin->waker, &waiter, until < deadline ? until : deadline) ==
+            INGRESS_WAKE_STOPPED)
+            break;
         json_decref(messages);
         messages = NULL;
-        err = lease(admin, &me, (int)limit, &messages, NULL, errstr, sizeof(errstr));
+        err = lease(admin, &me, (int)limit, &messages, NULL, &lease_ms, errstr, sizeof(errstr));
     }
+    if (wait_s > 0)
+        ingress_waker_unregister(admin->waker, &waiter);
     if (err == AB_OK && messages != NULL && relationships != NULL) {
         ab_http_json(resp, 200, json_pack("{s:o,s:o}", "messages", messages, "relationships",
                                           relationships));

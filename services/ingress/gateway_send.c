@@ -1,7 +1,9 @@
 /* send-message. The target is resolved inside the caller's tenant only: an exact name
  * (whatever the case) among its agents and members first, then a unique partial match
  * among the caller's own relationships; never a substring search across agents (Clawith's
- * cross-tenant bug S3). The answer comes only once the event is acknowledged by Kafka. */
+ * cross-tenant bug S3). The answer comes only once the event is acknowledged by Kafka.
+ * A message to an OpenClaw agent that is offline is accepted all the same (it waits in
+ * that agent's inbox), and the answer says so. */
 #include "services/ingress/gateway_send.h"
 
 #include <ctype.h>
@@ -25,6 +27,9 @@ struct target {
     char name[512]; /* 100 characters of UTF-8 */
     char type[16]; /* agents: "openclaw" or "native" */
     bool reachable; /* members: has a Feishu id */
+    char status[16]; /* agents: "online", "offline" or "never_seen" (routes_gateway.h) */
+    char last_seen[32]; /* agents seen once: RFC 3339, UTC; else "" */
+    long long seen_ago_s; /* seconds since last_seen */
 };
 
 /* A copy of text without leading and trailing white space. @ownership the caller frees. */
@@ -41,22 +46,32 @@ static char *trim_dup(const char *text)
     return copy;
 }
 
+/* An agent's status (with $5 = gateway.offline_after_s), when it was last seen and how
+ * many seconds ago: the last columns of a candidate agent. */
+#define AGENT_SEEN_COLUMNS(a)                                                              \
+    ", " INGRESS_AGENT_STATUS_SQL(a, "$5::integer") ", coalesce(to_char(" a ".last_seen_at"     \
+    " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''),"                            \
+    " coalesce(floor(extract(epoch FROM now() - " a ".last_seen_at))::bigint::text, '')"
+
 /* Candidates, exact names first; then, only if there is none, the caller's relationships.
  * strpos instead of LIKE: the caller's text is never a pattern. */
 static const char *const exact_sql =
-    "SELECT 'agent', id::text, name, type, true FROM agents"
+    "SELECT 'agent', id::text, name, type, true" AGENT_SEEN_COLUMNS("agents") " FROM agents"
     " WHERE tenant_id = $1 AND lower(name) = lower($2) AND id <> $3 AND $4 <> 'feishu'"
     " UNION ALL SELECT 'member', id::text, name, '',"
-    " coalesce(nullif(feishu_user_id, ''), nullif(feishu_open_id, '')) IS NOT NULL FROM org_members"
+    " coalesce(nullif(feishu_user_id, ''), nullif(feishu_open_id, '')) IS NOT NULL, '', '', ''"
+    " FROM org_members"
     " WHERE tenant_id = $1 AND lower(name) = lower($2) AND $4 <> 'agent'"
     " ORDER BY 3 LIMIT 11";
 static const char *const related_sql =
-    "SELECT 'agent', a.id::text, a.name, a.type, true FROM agent_agent_relationships r"
+    "SELECT 'agent', a.id::text, a.name, a.type, true" AGENT_SEEN_COLUMNS("a")
+    " FROM agent_agent_relationships r"
     " JOIN agents a ON a.id = r.target_agent_id"
     " WHERE r.agent_id = $3 AND a.tenant_id = $1 AND strpos(lower(a.name), lower($2)) > 0"
     " AND $4 <> 'feishu'"
     " UNION ALL SELECT 'member', m.id::text, m.name, '',"
-    " coalesce(nullif(m.feishu_user_id, ''), nullif(m.feishu_open_id, '')) IS NOT NULL FROM agent_member_relationships r"
+    " coalesce(nullif(m.feishu_user_id, ''), nullif(m.feishu_open_id, '')) IS NOT NULL,"
+    " '', '', '' FROM agent_member_relationships r"
     " JOIN org_members m ON m.id = r.member_id"
     " WHERE r.agent_id = $3 AND m.tenant_id = $1 AND strpos(lower(m.name), lower($2)) > 0"
     " AND $4 <> 'agent' ORDER BY 3 LIMIT 11";
@@ -64,14 +79,15 @@ static const char *const related_sql =
 /* @returns AB_OK with *t, AB_ERR_NOT_FOUND, or AB_ERR_CONFLICT with *candidates (a JSON
  * array the caller decrefs). */
 static enum ab_err resolve_target(PGconn *conn, const struct ingress_agent *me,
-                                  const char *name, const char *channel, struct target *t,
+                                  const char *name, const char *channel,
+                                  const char *offline_after_s, struct target *t,
                                   json_t **candidates, char *errstr, size_t size)
 {
-    const char *const params[] = { me->tenant_id, name, me->id, channel };
+    const char *const params[] = { me->tenant_id, name, me->id, channel, offline_after_s };
     const char *const queries[] = { exact_sql, related_sql };
     for (int q = 0; q < 2; q++) {
         PGresult *res = NULL;
-        enum ab_err err = ab_db_exec(conn, queries[q], 4, params, &res, errstr, size);
+        enum ab_err err = ab_db_exec(conn, queries[q], 5, params, &res, errstr, size);
         if (err)
             return err;
         int n = PQntuples(res);
@@ -81,6 +97,9 @@ static enum ab_err resolve_target(PGconn *conn, const struct ingress_agent *me,
             snprintf(t->name, sizeof(t->name), "%s", PQgetvalue(res, 0, 2));
             snprintf(t->type, sizeof(t->type), "%s", PQgetvalue(res, 0, 3));
             t->reachable = strcmp(PQgetvalue(res, 0, 4), "t") == 0;
+            snprintf(t->status, sizeof(t->status), "%s", PQgetvalue(res, 0, 5));
+            snprintf(t->last_seen, sizeof(t->last_seen), "%s", PQgetvalue(res, 0, 6));
+            t->seen_ago_s = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
         } else if (n > 1) {
             *candidates = json_array();
             for (int i = 0; i < n; i++)
@@ -229,16 +248,46 @@ static bool parse_send(struct ingress_admin *admin, const struct _u_request *req
     return true;
 }
 
-/* Answers a resolved send the way Clawith's gateway does (status, target, type, message). */
+/* "5 minutes": a duration the way a person says it, rounded down. Each unit starts at 2 of
+ * it, so it is never "1 minutes". */
+static void say_duration(long long s, char *out, size_t size)
+{
+    static const struct {
+        long long below, unit;
+        const char *name;
+    } units[] = { { 120, 1, "seconds" }, { 7200, 60, "minutes" }, { 172800, 3600, "hours" },
+                  { -1, 86400, "days" } };
+    size_t i = 0;
+    while (units[i].below >= 0 && s >= units[i].below)
+        i++;
+    snprintf(out, size, "%lld %s", s / units[i].unit, units[i].name);
+}
+
+/* Answers a resolved send the way Clawith's gateway does (status, target, type, message);
+ * the message says when the target is an OpenClaw agent that is not online. */
 static void answer_sent(struct _u_response *resp, const struct target *t)
 {
+    char message[1024], ago[48];
     bool agent = strcmp(t->kind, "agent") == 0;
     bool openclaw = agent && strcmp(t->type, "openclaw") == 0;
+    if (openclaw && strcmp(t->status, "offline") == 0) {
+        say_duration(t->seen_ago_s, ago, sizeof(ago));
+        snprintf(message, sizeof(message),
+                 "Message queued. %s is offline (last seen %s, %s ago); it will get the "
+                 "message when it next polls.", t->name, t->last_seen, ago);
+    } else if (openclaw && strcmp(t->status, "never_seen") == 0) {
+        snprintf(message, sizeof(message),
+                 "Message queued. %s has never connected to the gateway; it will get the "
+                 "message when it first polls.", t->name);
+    } else {
+        snprintf(message, sizeof(message), "%s",
+                 agent ? "Message queued. The reply will appear in your next poll."
+                       : "Message queued for delivery on Feishu.");
+    }
     ab_http_json(resp, 200,
                  json_pack("{s:s,s:s,s:s,s:s}", "status", "accepted", "target", t->name, "type",
                            openclaw ? "openclaw_agent" : agent ? "agent" : "human", "message",
-                           agent ? "Message queued. The reply will appear in your next poll."
-                                 : "Message queued for delivery on Feishu."));
+                           message));
 }
 
 /* Resolves the target and, with a message_id, remembers the send; one connection, released
@@ -249,11 +298,15 @@ static enum ab_err prepare_send(struct ingress_admin *admin, const struct ingres
                                 char event_id[AB_UUID_LEN + 1], char *errstr, size_t size)
 {
     PGconn *conn = NULL;
+    char offline_after_s[24];
     event_id[0] = '\0';
+    snprintf(offline_after_s, sizeof(offline_after_s), "%lld",
+             ab_config_int(admin->svc->cfg, AB_OPT_GATEWAY_OFFLINE_AFTER_S));
     enum ab_err err = ab_service_db_acquire(admin->svc, DB_WAIT_MS, &conn, errstr, size);
     if (err)
         return err;
-    err = resolve_target(conn, me, target, channel, t, candidates, errstr, size);
+    err = resolve_target(conn, me, target, channel, offline_after_s, t, candidates, errstr,
+                         size);
     if (err == AB_OK && strcmp(t->kind, "member") == 0 && !t->reachable) {
         snprintf(errstr, size, "no available channel to reach %.400s: no Feishu user_id or open_id",
                  t->name);

@@ -6,7 +6,9 @@
 #include "services/ingress/admin_resources.h"
 #include "services/ingress/gateway_inbox.h"
 #include "services/ingress/gateway_send.h"
+#include "services/ingress/inbox_waker.h"
 #include "services/ingress/routes_gateway.h"
+#include "services/ingress/seed.h"
 
 static struct ab_http_server *listener(struct ab_service *svc, const char *name,
                                        enum ab_opt port, size_t max_body)
@@ -47,14 +49,28 @@ int main(int argc, char **argv)
     struct ab_http_server *api = listener(&svc, "api", AB_OPT_INGRESS_API_PORT, max_body);
     struct ab_http_server *webhooks = listener(&svc, "webhooks", AB_OPT_INGRESS_WEBHOOK_PORT,
                                                256 * 1024);
-    struct ingress_admin admin = { .svc = &svc };
-    rc = 1;
-    if (api == NULL || webhooks == NULL || ingress_admin_routes(&admin, api) != AB_OK ||
-        ingress_gateway_routes(&admin, api) != AB_OK || ingress_send_routes(&admin, api) != AB_OK ||
-        ingress_inbox_routes(&admin, api) != AB_OK ||
-        ingress_admin_resources_routes(&admin, api) != AB_OK)
+    struct ingress_admin admin = { .svc = &svc, .waker = ingress_waker_new(&svc) };
+    struct ingress_seeder seeder = { 0 };
+    enum ab_err err = api == NULL || webhooks == NULL ? AB_ERR_INTERNAL : AB_OK;
+    if (err == AB_OK)
+        err = ingress_admin_routes(&admin, api);
+    if (err == AB_OK)
+        err = ingress_gateway_routes(&admin, api);
+    if (err == AB_OK)
+        err = ingress_send_routes(&admin, api);
+    if (err == AB_OK)
+        err = ingress_inbox_routes(&admin, api);
+    if (err == AB_OK)
+        err = ingress_admin_resources_routes(&admin, api);
+    if (err == AB_OK)
+        err = ingress_seeder_start(&seeder, &admin);
+    if (err) {
+        rc = err == AB_ERR_CONFIG ? 2 : 1; /* 2: a bad configuration, as ab_service_init */
         goto out;
+    }
     rc = ab_service_start(&svc);
+    if (rc == 0)
+        rc = ingress_waker_start(admin.waker);
     if (rc == 0)
         rc = start(api);
     if (rc == 0)
@@ -62,9 +78,16 @@ int main(int argc, char **argv)
     if (rc == 0)
         rc = ab_service_wait(&svc);
 out:
+    /* A start that failed stops what started already (the seed thread) under the watchdog. */
+    if (!ab_service_stopping(&svc))
+        ab_service_request_stop(&svc, rc);
+    ingress_seeder_stop(&seeder);
+    /* Long polls in flight answer at once, so the API listener need not wait for them. */
+    ingress_waker_stop(admin.waker);
     /* Requests in flight finish (their events are acked) before the producer flushes. */
     ab_http_server_free(api);
     ab_http_server_free(webhooks);
+    ingress_waker_free(admin.waker); /* after the handlers that use it; before the pool */
     ab_service_cleanup(&svc);
     return rc;
 }

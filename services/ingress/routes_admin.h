@@ -5,8 +5,11 @@
 #include "common/http_server.h"
 #include "common/service.h"
 
+struct ingress_waker;
+
 struct ingress_admin {
     struct ab_service *svc;
+    struct ingress_waker *waker; /* wakes the gateway's long polls (inbox_waker.h) */
 };
 
 /* Adds the admin routes to the API listener. */

@@ -4,16 +4,18 @@
 #include "services/ingress/routes_gateway.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/crypto.h"
 #include "common/db.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "services/ingress/gateway_guide.h"
 
 #define KEY_PREFIX "oc-"
 #define KEY_RANDOM_BYTES 32
-#define KEY_MAX_LEN 128
 #define DB_WAIT_MS 2000
 
 /* base64url without padding, as Python's secrets.token_urlsafe (Clawith's key format). */
@@ -59,7 +61,7 @@ bool ingress_gateway_authenticate(struct ingress_admin *admin, const struct _u_r
         ab_http_error(resp, AB_ERR_UNAUTHORIZED, "missing X-Api-Key header");
         return false;
     }
-    if (strlen(key) > KEY_MAX_LEN) {
+    if (strlen(key) > INGRESS_KEY_MAX_LEN) {
         ab_http_error(resp, AB_ERR_UNAUTHORIZED, "invalid API key");
         return false;
     }
@@ -112,6 +114,64 @@ static void heartbeat(const struct _u_request *req, struct _u_response *resp, vo
     ab_http_json(resp, 200, json_pack("{s:s,s:s}", "status", "ok", "agent_id", agent.id));
 }
 
+/* GET /api/gateway/setup-guide/:agent_id (Clawith's shape). The key must be the agent's own:
+ * an agent reads its own guide only. The answer never carries the key (see gateway_guide.c)
+ * and is not to be cached: it is built from the request's Host. */
+static void setup_guide(const struct _u_request *req, struct _u_response *resp, void *ud)
+{
+    struct ingress_admin *admin = ud;
+    struct ingress_agent agent;
+    char base[INGRESS_GUIDE_BASE_URL_MAX], errstr[512];
+    const struct ab_config *cfg = admin->svc->cfg;
+    if (!ingress_gateway_authenticate(admin, req, resp, &agent))
+        return;
+    const char *agent_id = u_map_get(req->map_url, "agent_id");
+    if (!ab_uuid_valid(agent_id)) {
+        ab_http_error(resp, AB_ERR_INVALID, "the agent id must be a UUID");
+        return;
+    }
+    if (strcasecmp(agent_id, agent.id) != 0) {
+        ab_http_error(resp, AB_ERR_FORBIDDEN, "Key does not match this agent");
+        return;
+    }
+    if (ingress_guide_base_url(ab_config_str(cfg, AB_OPT_GATEWAY_PUBLIC_URL),
+                               ab_http_header(req, "Host"),
+                               ab_http_header(req, "X-Forwarded-Proto"), base, sizeof(base),
+                               errstr, sizeof(errstr)) != AB_OK) {
+        ab_http_error(resp, AB_ERR_INVALID, "%s", errstr);
+        return;
+    }
+    char *skill = ingress_guide_render(base, agent.name,
+                                       ab_config_int(cfg, AB_OPT_GATEWAY_LEASE_S),
+                                       ab_config_int(cfg, AB_OPT_GATEWAY_OFFLINE_AFTER_S));
+    json_t *body = json_pack("{s:s,s:s,s:s}", "skill_filename", INGRESS_GUIDE_SKILL_FILENAME,
+                             "skill_content", skill, "heartbeat_addition",
+                             INGRESS_GUIDE_HEARTBEAT_LINE);
+    free(skill);
+    if (body == NULL) { /* only text that is not UTF-8 fails; names are stored as UTF-8 */
+        ab_http_error(resp, AB_ERR_INTERNAL, "the guide could not be built");
+        return;
+    }
+    ulfius_add_header_to_response(resp, "Cache-Control", "no-store");
+    ab_http_json(resp, 200, body);
+}
+
+enum ab_err ingress_key_replace(PGconn *conn, const char *agent_id, const char *hash,
+                                const char *prefix, char *errstr, size_t size)
+{
+    const char *const params[] = { agent_id, hash, prefix };
+    enum ab_err err = ab_db_exec(conn,
+                                 "UPDATE api_keys SET revoked_at = now()"
+                                 " WHERE agent_id = $1::uuid AND revoked_at IS NULL",
+                                 1, params, NULL, errstr, size);
+    if (err == AB_OK)
+        err = ab_db_exec(conn,
+                         "INSERT INTO api_keys (agent_id, key_hash, key_prefix)"
+                         " VALUES ($1::uuid, $2, $3)",
+                         3, params, NULL, errstr, size);
+    return err;
+}
+
 /* Revokes the agent's key and stores a new one, in one transaction: at no moment do two
  * keys work, and a failure leaves the old key valid. @returns AB_ERR_NOT_FOUND for no such
  * agent, AB_ERR_INVALID for a native agent (only OpenClaw agents poll the gateway). */
@@ -133,17 +193,8 @@ static enum ab_err rotate_key(PGconn *conn, const char *agent_id, const char *ha
         err = AB_ERR_INVALID;
     }
     PQclear(res);
-    const char *const params[] = { agent_id, hash, prefix };
     if (err == AB_OK)
-        err = ab_db_exec(conn,
-                         "UPDATE api_keys SET revoked_at = now()"
-                         " WHERE agent_id = $1::uuid AND revoked_at IS NULL",
-                         1, params, NULL, errstr, size);
-    if (err == AB_OK)
-        err = ab_db_exec(conn,
-                         "INSERT INTO api_keys (agent_id, key_hash, key_prefix)"
-                         " VALUES ($1::uuid, $2, $3)",
-                         3, params, NULL, errstr, size);
+        err = ingress_key_replace(conn, agent_id, hash, prefix, errstr, size);
     if (err == AB_OK)
         err = ab_db_commit(conn, errstr, size);
     if (err)
@@ -155,7 +206,7 @@ static void issue_key(const struct _u_request *req, struct _u_response *resp, vo
 {
     struct ingress_admin *admin = ud;
     unsigned char random[KEY_RANDOM_BYTES];
-    char key[KEY_MAX_LEN], hash[65], prefix[9], errstr[512];
+    char key[INGRESS_KEY_MAX_LEN], hash[65], prefix[9], errstr[512];
     PGconn *conn = NULL;
     if (!ingress_admin_authorized(admin, req, resp))
         return;
@@ -188,8 +239,17 @@ static void issue_key(const struct _u_request *req, struct _u_response *resp, vo
 
 enum ab_err ingress_gateway_routes(struct ingress_admin *admin, struct ab_http_server *api)
 {
-    enum ab_err err = ab_http_server_route(api, "POST", "/api/gateway/heartbeat", heartbeat,
-                                           admin);
+    char errstr[512];
+    enum ab_err err = ingress_guide_check_public_url(
+        ab_config_str(admin->svc->cfg, AB_OPT_GATEWAY_PUBLIC_URL), errstr, sizeof(errstr));
+    if (err != AB_OK) {
+        ab_error("%s", errstr);
+        return err;
+    }
+    err = ab_http_server_route(api, "POST", "/api/gateway/heartbeat", heartbeat, admin);
+    if (err == AB_OK)
+        err = ab_http_server_route(api, "GET", "/api/gateway/setup-guide/:agent_id",
+                                   setup_guide, admin);
     if (err == AB_OK)
         err = ab_http_server_route(api, "POST", "/api/gateway/agents/:id/api-key", issue_key,
                                    admin);

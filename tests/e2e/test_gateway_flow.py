@@ -65,7 +65,8 @@ def test_send_poll_report_and_the_reply_comes_back_with_history(stack):
     status, body, _ = w.send(w.alice, "bob", "Can you review PR 42?")
     assert status == 200, body
     assert body == {"status": "accepted", "target": "Bob", "type": "openclaw_agent",
-                    "message": "Message queued. The reply will appear in your next poll."}
+                    "message": "Message queued. Bob has never connected to the gateway; it will "
+                               "get the message when it first polls."}  # bob has not polled yet
 
     inbox = w.poll(w.bob)
     assert [r["name"] for r in inbox["relationships"]] == []  # bob relates to no one
@@ -81,7 +82,8 @@ def test_send_poll_report_and_the_reply_comes_back_with_history(stack):
 
     reply = w.poll(w.alice)
     assert reply["relationships"] == [{"name": "Bob", "type": "agent", "role": "peer",
-                                       "description": "", "channels": ["agent"]}]
+                                       "description": "", "channels": ["agent"],
+                                       "status": "online"}]  # bob polled just now
     [back] = reply["messages"]
     assert back["sender_agent_name"] == "Bob" and back["content"] == "Approved, two nits."
     assert back["conversation_id"] == msg["conversation_id"]

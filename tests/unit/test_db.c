@@ -811,3 +811,73 @@ TEST(db_migrate_concurrent_runners_apply_each_once)
     ab_db_release(e.pool, conn);
     denv_teardown(&e);
 }
+
+/* ---- a connection of its own ----------------------------------------------------------- */
+
+/* Waits up to ms for a notification on conn; @returns it (the caller PQfreemems) or NULL. */
+static PGnotify *next_notification(PGconn *conn, int ms)
+{
+    int64_t deadline = ab_monotonic_ms() + ms;
+    PGnotify *note = NULL;
+    while (note == NULL && ab_monotonic_ms() < deadline) {
+        if (!PQconsumeInput(conn))
+            return NULL;
+        note = PQnotifies(conn);
+        if (note == NULL)
+            usleep(10 * 1000);
+    }
+    return note;
+}
+
+TEST(db_connect_opens_a_connection_outside_the_pool)
+{
+    struct denv e;
+    char errstr[512] = "";
+    denv_setup(&e, "connect");
+    PGconn *own = NULL;
+    REQUIRE(ab_db_connect(e.pool, "unit-listener", &own, errstr, sizeof(errstr)) == AB_OK);
+    CHECK_INT_EQ(ab_db_pool_in_use(e.pool), 0); /* not a slot of the pool */
+    CHECK(scalar_is(own, "SELECT current_setting('application_name')", "unit-listener"));
+    CHECK(scalar_is(own, "SELECT current_schema()", e.schema)); /* the pool's URL */
+    CHECK(scalar_is(own, "SELECT current_setting('statement_timeout')", "30s"));
+
+    /* What the inbox waker relies on: a notification is delivered at commit, not before,
+     * and not at all after a rollback. */
+    CHECK_INT_EQ(exec0(own, "LISTEN unit_channel"), AB_OK);
+    PGconn *conn = acquire(e.pool);
+    const char *const params[] = { "unit_channel", "payload" };
+    CHECK_INT_EQ(ab_db_begin(conn, errstr, sizeof(errstr)), AB_OK);
+    CHECK_INT_EQ(ab_db_exec(conn, "SELECT pg_notify($1, 'rolled back')", 1, params, NULL, errstr,
+                            sizeof(errstr)),
+                 AB_OK);
+    ab_db_rollback(conn);
+    CHECK_INT_EQ(ab_db_begin(conn, errstr, sizeof(errstr)), AB_OK);
+    CHECK_INT_EQ(ab_db_exec(conn, "SELECT pg_notify($1, $2)", 2, params, NULL, errstr,
+                            sizeof(errstr)),
+                 AB_OK);
+    PGnotify *early = next_notification(own, 200);
+    CHECK(early == NULL);
+    PQfreemem(early);
+    CHECK_INT_EQ(ab_db_commit(conn, errstr, sizeof(errstr)), AB_OK);
+    ab_db_release(e.pool, conn);
+    PGnotify *note = next_notification(own, 5000);
+    CHECK(note != NULL);
+    if (note != NULL) {
+        CHECK_STR_EQ(note->relname, "unit_channel");
+        CHECK_STR_EQ(note->extra, "payload");
+    }
+    PQfreemem(note);
+    PQfinish(own);
+
+    struct ab_db_pool *nowhere = NULL;
+    REQUIRE(ab_db_pool_new("postgresql://agentbus@127.0.0.1:1/agentbus", 1, 2, "unit-test",
+                           &nowhere, errstr, sizeof(errstr)) == AB_OK);
+    own = (PGconn *)1;
+    CHECK_INT_EQ(ab_db_connect(nowhere, "unit-listener", &own, errstr, sizeof(errstr)),
+                 AB_ERR_UNAVAILABLE);
+    CHECK(own == NULL);
+    CHECK_STR_CONTAINS(errstr, "PostgreSQL unreachable");
+    CHECK(strchr(errstr, '\n') == NULL);
+    ab_db_pool_free(nowhere);
+    denv_teardown(&e);
+}

@@ -51,11 +51,10 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-run="$root/.run"
-bin="$root/build/release/bin"
+. "$root/bench/lib.sh"
+bench_vars
 lua="$root/bench/gateway-poll.lua"
 client="$root/bench/gateway-client.py"
-api="http://127.0.0.1:8080"
 levels=${BENCH_LEVELS-"1 8 32"}
 duration=${BENCH_DURATION:-10}
 threads=${BENCH_THREADS:-2}
@@ -69,16 +68,6 @@ drain_max_rounds=${BENCH_DRAIN_MAX_ROUNDS:-40}
 lat_samples=${BENCH_LAT_SAMPLES:-300}
 lat_wait=${BENCH_LAT_WAIT:-10}
 fill_timeout=${BENCH_FILL_TIMEOUT:-120}
-services=(ingress dispatcher llm-worker notifier)
-declare -A ops_port=([ingress]=9100 [dispatcher]=9101 [llm-worker]=9102 [notifier]=9103)
-
-say() { echo "bench: $*" >&2; }
-die() { say "$*"; exit 1; }
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
-now() { date +%s.%N; }
-# Listening sockets on a TCP port (with users:(("name",pid=N,..)) when we may see them).
-listeners() { ss -H -ltnp "sport = :$1" 2>/dev/null || true; }
-
 for m in $drain_modes; do
     case "$m" in lease|report) ;; *) die "BENCH_DRAIN_MODES: lease and/or report, not $m" ;; esac
 done
@@ -87,48 +76,17 @@ for n in $levels $drain_levels "$messages" "$duration" "$drain_limit" "$lat_wait
 done
 [[ "$lat_samples" =~ ^[0-9]+$ ]] || die "BENCH_LAT_SAMPLES takes an integer, not '$lat_samples'"
 
-# --- only loopback --------------------------------------------------------------------
-if [ -n "${KAFKA_BOOTSTRAP:-}" ]; then
-    IFS=, read -ra brokers <<<"$KAFKA_BOOTSTRAP"
-    for b in "${brokers[@]}"; do
-        b=${b#*://}
-        case "$b" in 127.0.0.1:*|localhost:*) ;; *) die "KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP is not on 127.0.0.1: refusing" ;; esac
-    done
-fi
-if [ -n "${DATABASE_URL:-}" ]; then
-    dbhost=${DATABASE_URL#*://}; dbhost=${dbhost#*@}; dbhost=${dbhost%%[:/?]*}
-    case "$dbhost" in 127.0.0.1|localhost|"") ;; *) die "DATABASE_URL does not point at 127.0.0.1: refusing" ;; esac
-fi
+loopback_only
 
 out=$(mktemp -d /tmp/agentbus-bench-gateway.XXXXXX)
 say "raw outputs in $out"
 
 # --- tools ----------------------------------------------------------------------------
-if ! command -v wrk >/dev/null 2>&1; then
-    say "installing wrk (apt-get)"
-    sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get install -y -q wrk >"$out/apt.log" 2>&1 ||
-        { $sudo apt-get update -q >>"$out/apt.log" 2>&1 && $sudo apt-get install -y -q wrk >>"$out/apt.log" 2>&1; } ||
-        { tail -n 20 "$out/apt.log" >&2; die "could not install wrk"; }
-fi
-for tool in psql curl ss awk python3; do command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (scripts/install-deps.sh)"; done
+need_tools " (scripts/install-deps.sh)" psql curl ss awk python3
 
 # --- the stack: reuse it or start it (checked before the build, started after) --------
-alive=0
-for s in "${services[@]}"; do if pid_alive "$run/pids/$s.pid"; then alive=$((alive + 1)); fi; done
-
-if [ "$alive" -eq "${#services[@]}" ]; then
-    ingress_pid=$(cat "$run/pids/ingress.pid")
-    l=$(listeners 8080)
-    [ -n "$l" ] || die "the stack's ingress runs (pid $ingress_pid) but nothing listens on 127.0.0.1:8080"
-    if grep -q 'pid=' <<<"$l" && ! grep -q "pid=$ingress_pid," <<<"$l"; then
-        die "port 8080 is taken by something else than the stack's ingress: $l"
-    fi
-    for s in "${services[@]}"; do
-        curl -fsS "http://127.0.0.1:${ops_port[$s]}/readyz" >/dev/null 2>&1 ||
-            die "the stack runs but agentbus-$s is not ready (scripts/stack.sh status)"
-    done
+stack_check
+if [ "$reuse" = 1 ]; then
     # The broker asked for must be the one the running stack uses.
     if [ -n "${KAFKA_BOOTSTRAP:-}" ] && pid_alive "$run/pids/devbroker.pid"; then
         die "KAFKA_BOOTSTRAP is set but the running stack uses the embedded broker: scripts/stack.sh down first"
@@ -139,19 +97,8 @@ if [ "$alive" -eq "${#services[@]}" ]; then
     if [ -z "${KAFKA_BOOTSTRAP:-}" ] && ! pid_alive "$run/pids/devbroker.pid"; then
         say "note: the running stack uses the broker at $(cat "$run/kafka.bootstrap" 2>/dev/null || echo '?'), not the embedded one"
     fi
-    reuse=1
-elif [ "$alive" -eq 0 ]; then
-    for p in 8080 3011 9100 9101 9102 9103; do
-        l=$(listeners "$p")
-        [ -z "$l" ] || die "port $p is taken by something else, refusing to run: $l"
-    done
-    reuse=0
-else
-    die "the stack is partly running ($alive of ${#services[@]} services): run scripts/stack.sh down (or up) first"
 fi
-
-say "building (make -s all)"
-make -s -j"$(nproc)" all >"$out/build.log" 2>&1 || { tail -n 30 "$out/build.log" >&2; die "the build failed"; }
+build_all
 
 started=0
 tenant_id=""
@@ -162,43 +109,18 @@ cleanup() {
     if [ -n "$wrk_pid" ]; then kill -INT "$wrk_pid" 2>/dev/null || true; fi
     rm -f "$out/key-a.header" "$out/key-b.header"
     if [ -n "$tenant_id" ] && [ "${BENCH_KEEP:-0}" != 1 ]; then remove_tenant || true; fi
-    if [ "$started" = 1 ]; then
-        say "stopping the stack this script started"
-        AGENTBUS_BIN="$bin" scripts/stack.sh down >>"$out/stack.log" 2>&1 || say "scripts/stack.sh down failed: see $out/stack.log"
-    fi
+    stack_down_quiet
     exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 trap 'say "a command failed at line $LINENO"' ERR
 
-# Where each log stands now: only what the benchmark adds (start and stop included) is
-# checked at the end.
-declare -A log_offset
-logs=()
-for s in devbroker "${services[@]}"; do logs+=("$run/logs/$s.log"); done
-[ -n "${DATABASE_URL:-}" ] || logs+=("$run/pg/postgres.log")
-for f in "${logs[@]}"; do log_offset[$f]=$(stat -c %s "$f" 2>/dev/null || echo 0); done
+logs_mark
+stack_up "${KAFKA_BOOTSTRAP:+ on KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP}"
+db_connect
 
-if [ "$reuse" = 1 ]; then
-    say "using the running stack (it stays up; its binaries are the ones it was started with)"
-else
-    say "starting the stack (scripts/stack.sh up${KAFKA_BOOTSTRAP:+ on KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP})"
-    started=1
-    AGENTBUS_BIN="$bin" scripts/stack.sh up >"$out/stack.log" 2>&1 ||
-        { tail -n 30 "$out/stack.log" >&2; die "the stack did not start"; }
-fi
-
-if [ -n "${DATABASE_URL:-}" ]; then
-    db_url=$DATABASE_URL; db_desc="DATABASE_URL (127.0.0.1)"
-else
-    db_url=$(scripts/pg.sh status "$run/pg") || die "the throwaway PostgreSQL in .run/pg does not run"
-    db_desc="throwaway cluster in .run/pg (fsync=off, synchronous_commit=off)"
-fi
-sql() { psql "$db_url" -XAtq -F '|' -v ON_ERROR_STOP=1 -c "$1"; }
-
-token=${AGENTBUS_ADMIN_TOKEN:-$(cat "$run/admin-token" 2>/dev/null || true)}
-[ -n "$token" ] || die "no admin token: neither AGENTBUS_ADMIN_TOKEN nor .run/admin-token"
+admin_token
 # The admin token reaches agentbusctl and the keys reach wrk and the client through the
 # environment, never a command line.
 ctl() { AGENTBUS_ADMIN_TOKEN=$token AGENTBUS_URL=$api "$bin/agentbusctl" -q "$@"; }
@@ -220,7 +142,6 @@ else
         broker_desc="KAFKA_BOOTSTRAP=$bootstrap"
     fi
 fi
-linger=$(grep -o '"linger.ms", "[0-9]*"' common/kafka_producer.c 2>/dev/null | grep -o '[0-9]\+' || echo "?")
 # How the long poll waits, read from the source that was built (a reused stack may run
 # older binaries): woken by the dispatcher's NOTIFY, or re-checking on a timer only.
 recheck=$(awk '/#define POLL_RECHECK_MS/ { print $3 }' services/ingress/gateway_inbox.c 2>/dev/null || true)
@@ -310,56 +231,10 @@ code=$(curl -sS -o "$out/report.json" -w '%{http_code}' -X POST -H @"$out/key-b.
 [ "$code" = 200 ] || die "the probe report answered $code: $(cat "$out/report.json" 2>/dev/null)"
 dispatcher_idle 30 || die "the dispatcher did not handle the probe's reply"
 
-# --- CPU accounting -------------------------------------------------------------------
-# cpu_sample prints: time, the machine's busy jiffies (user+nice+system+steal), then the
-# CPU jiffies of ingress, dispatcher, llm-worker + notifier, the broker (dev broker or the
-# Kafka JVM), PostgreSQL (postmaster, its live backends and the ones it reaped) and this
-# script's children (wrk, python3, psql, curl).
-proc_jiffies() { # PID [with-reaped-children]: utime+stime (+cutime+cstime), 0 if gone
-    awk -v c="${2:-0}" '{ sub(/^.*\) /, ""); t = $12 + $13; if (c) t += $14 + $15; print t }' \
-        "/proc/$1/stat" 2>/dev/null || echo 0
-}
-pid_of() { cat "$run/pids/$1.pid" 2>/dev/null || echo 0; }
-cpu_sample() {
-    local pg=0 pm pid
-    if [ -z "${DATABASE_URL:-}" ] && pm=$(head -n 1 "$run/pg/data/postmaster.pid" 2>/dev/null); then
-        pg=$(proc_jiffies "$pm" 1)
-        for pid in $(ps -o pid= --ppid "$pm" 2>/dev/null); do pg=$((pg + $(proc_jiffies "$pid"))); done
-    fi
-    echo "$(now) $(awk '/^cpu / { print $2 + $3 + $4 + $9; exit }' /proc/stat)" \
-        "$(proc_jiffies "$(pid_of ingress)") $(proc_jiffies "$(pid_of dispatcher)")" \
-        "$(( $(proc_jiffies "$(pid_of llm-worker)") + $(proc_jiffies "$(pid_of notifier)") ))" \
-        "$(proc_jiffies "$broker_pid" 1) $pg $(proc_jiffies $$ 1)"
-}
-# cpu_delta SAMPLE0 SAMPLE1 [DELTA]: the difference of two samples, added to DELTA if given.
-cpu_delta() {
-    awk -v a="$1" -v b="$2" -v acc="${3:-}" 'BEGIN {
-        n = split(a, x, " "); split(b, y, " "); m = split(acc, z, " ")
-        for (i = 1; i <= n; i++) printf "%s%.6f", (i > 1 ? " " : ""), y[i] - x[i] + (m ? z[i] : 0)
-        printf "\n" }'
-}
-clk_tck=$(getconf CLK_TCK)
-ncpu=$(nproc)
-cpu_rows=()
-noisy=()
-# cpu_row LABEL DELTA: a Markdown row, each column in % of one core.
-cpu_row() {
-    local label=$1 row other
-    row=$(awk -v d="$2" -v hz="$clk_tck" 'BEGIN {
-        split(d, x, " "); dt = x[1] * hz; own = 0
-        if (dt <= 0) dt = 1
-        for (i = 3; i <= 8; i++) own += x[i]
-        other = x[2] - own; if (other < 0) other = 0
-        printf "%.0f;", other / dt * 100
-        for (i = 3; i <= 8; i++) printf "%.0f | ", x[i] / dt * 100
-        printf "%.0f | %.0f", other / dt * 100, x[2] / dt * 100 }')
-    other=${row%%;*}
-    cpu_rows+=("| $label | ${row#*;} |")
-    [ "$other" -le $((10 * ncpu)) ] || noisy+=("$label: other $other %")
-}
-
-fmt() { awk -v x="$1" -v d="${2:-1}" 'BEGIN { printf "%.*f", d, x }'; }
-div() { awk -v a="$1" -v b="$2" -v d="${3:-0}" 'BEGIN { if (b > 0) printf "%.*f", d, a / b; else printf "n/a" }'; }
+# --- CPU accounting (cpu_sample, cpu_row: bench/lib.sh) --------------------------------
+# The broker is the dev broker or the Kafka JVM (broker_pid); this script's children are
+# wrk, python3, psql and curl.
+cpu_init
 
 # --- wrk ------------------------------------------------------------------------------
 # wrk_threads CONNECTIONS: the wrk threads for that many connections (each thread gets
@@ -375,7 +250,7 @@ wrk_threads() {
 # r_<field> from its BENCHRESULT line. In the lease and report modes SECONDS is only a cap: the run
 # ends (SIGINT) once every wrk thread has written BENCHSTOP.
 wrk_run() {
-    local label=$1 mode=$2 conns=$3 secs=$4 path=$5 t stops line kv
+    local label=$1 mode=$2 conns=$3 secs=$4 path=$5 t stops line
     t=$(wrk_threads "$conns")
     r_threads=$t
     BENCH_KEY=$key_b BENCH_MODE=$mode BENCH_PER_THREAD=$((conns / t)) \
@@ -392,11 +267,9 @@ wrk_run() {
     wait "$wrk_pid" || { cat "$out/wrk-$label.txt" "$out/wrk-$label.err" >&2; wrk_pid=""; die "wrk failed ($label)"; }
     wrk_pid=""
     line=$(grep '^BENCHRESULT ' "$out/wrk-$label.txt") || { cat "$out/wrk-$label.txt" "$out/wrk-$label.err" >&2; die "no result from wrk ($label)"; }
-    for kv in ${line#BENCHRESULT }; do printf -v "r_${kv%%=*}" '%s' "${kv#*=}"; done
+    result_vars r_ "$line"
     if [ "$mode" = poll ]; then
-        # wrk takes Ctrl-C as "stop now" and exits 0, so bash would carry on: catch it here.
-        awk -v d="$r_duration_s" -v s="$secs" 'BEGIN { exit !(d >= 0.9 * s) }' ||
-            die "wrk stopped after $r_duration_s s of $secs s ($label): interrupted?"
+        full_run "$secs" "$label"
     elif [ "$(grep -c '^BENCHSTOP$' "$out/wrk-$label.err" || true)" -lt "$t" ]; then
         die "the drain did not end within $secs s ($label): see $out/wrk-$label.err"
     fi
@@ -441,7 +314,7 @@ if [ -n "$drain_modes" ]; then
     BENCH_KEY_A=$key_a python3 "$client" send "$messages" "$send_conc" >"$out/fill.txt" 2>"$out/fill.err" ||
         { cat "$out/fill.txt" "$out/fill.err" >&2; die "the fill failed"; }
     line=$(grep '^BENCHRESULT ' "$out/fill.txt")
-    for kv in ${line#BENCHRESULT }; do printf -v "f_${kv%%=*}" '%s' "${kv#*=}"; done
+    result_vars f_ "$line"
     # shellcheck disable=SC2154  # f_* are set through printf -v
     [ "$f_failed" -eq 0 ] || { cat "$out/fill.err" >&2; die "$f_failed of $messages send-message calls failed"; }
     dispatcher_idle "$fill_timeout" || die "the dispatcher did not deliver the $messages messages within $fill_timeout s"
@@ -507,7 +380,7 @@ if [ "$lat_samples" -gt 0 ]; then
         { cat "$out/latency.txt" "$out/latency.err" >&2; die "the latency run failed"; }
     cpu_row "send-to-poll latency, one message at a time" "$(cpu_delta "$c0" "$(cpu_sample)")"
     line=$(grep '^BENCHRESULT ' "$out/latency.txt")
-    for kv in ${line#BENCHRESULT }; do printf -v "l_${kv%%=*}" '%s' "${kv#*=}"; done
+    result_vars l_ "$line"
     # shellcheck disable=SC2154  # l_* are set through printf -v
     [ "$l_send_failed" -eq 0 ] || problems+=("latency: $l_send_failed send-message calls failed (see $out/latency.err)")
     [ "$l_missed" -eq 0 ] || problems+=("latency: $l_missed sent messages did not reach the long poll within $((lat_wait + 5)) s")
@@ -541,55 +414,10 @@ rm -f "$out/key-a.header" "$out/key-b.header"
 dead=$(( $(dead_letters) - base_dead ))
 
 # Stop the stack before reading the logs, so that its shutdown is checked too.
-if [ "$started" = 1 ]; then
-    say "stopping the stack this script started"
-    started=0
-    AGENTBUS_BIN="$bin" scripts/stack.sh down >>"$out/stack.log" 2>&1 ||
-        problems+=("scripts/stack.sh down failed: see $out/stack.log")
-    if grep -q 'did not stop' "$out/stack.log"; then
-        problems+=("shutdown: $(grep 'did not stop' "$out/stack.log" | tr '\n' ' ')")
-    fi
-fi
-
-log_report=()
-log_growth=()
-reported=0
-for f in "${logs[@]}"; do
-    [ -f "$f" ] || continue
-    new="$out/new-$(basename "$f")"
-    tail -c +"$(( ${log_offset[$f]:-0} + 1 ))" "$f" >"$new"
-    if [[ "$f" == */postgres.log ]]; then
-        pattern='(ERROR|FATAL|PANIC|WARNING):'
-    else
-        pattern='"level":"(warn|error)"'
-    fi
-    n=$(grep -cE "$pattern" "$new" || true)
-    if [ "$n" -gt 0 ]; then
-        log_report+=("$(basename "$f"): $n warn/error lines, the first ones:")
-        while IFS= read -r line; do log_report+=("    ${line:0:300}"); done < <(grep -E "$pattern" "$new" | head -n 5)
-    fi
-    if [[ "$f" != */postgres.log ]]; then
-        n=$(grep -vcE '^\{|^127\.0\.0\.1:[0-9]+$|^$' "$new" || true)
-        if [ "$n" -gt 0 ]; then
-            log_report+=("$(basename "$f"): $n lines that are not JSON log lines, e.g.:")
-            while IFS= read -r line; do log_report+=("    ${line:0:300}"); done < <(grep -vE '^\{|^127\.0\.0\.1:[0-9]+$|^$' "$new" | sort | uniq -c | sort -rn | head -n 3)
-        fi
-    fi
-    size=$(stat -c %s "$new")
-    [ "$size" -lt 1048576 ] || log_growth+=("$(basename "$f") +$(awk -v b="$size" 'BEGIN { printf "%.0f MB", b / 1048576 }')")
-    [ "${#log_report[@]}" -gt "$reported" ] || rm -f "$new"
-    reported=${#log_report[@]}
-done
+stack_down_checked
+logs_scan
 
 # --- report ---------------------------------------------------------------------------
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
-if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
-    commit="$commit (+ uncommitted changes in the working tree)"
-fi
-cpu=$(awk -F': *' '/^model name/ { print $2; exit }' /proc/cpuinfo)
-[ -n "$cpu" ] || cpu=$(uname -m)
-mem=$(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-wrk_version=$( (wrk -v 2>&1 || true) | awk 'NR == 1 { print $2 }')
 gap=${BENCH_LAT_GAP_MS:-20 220}
 if [ "$notify" = 1 ]; then
     wake_note="The long poll is woken by the dispatcher's NOTIFY at the commit of the inbox row, so \"row → leased\" is the wake-up plus one lease query."
@@ -603,15 +431,10 @@ cat <<EOF
 
 | | |
 |---|---|
-| commit | \`$commit\` |
-| date | $(date -u '+%Y-%m-%d %H:%M UTC') |
-| machine | $ncpu CPUs (nproc), $cpu, $mem, Linux $(uname -r) |
-| load average at start | $load_start |
-| build | release (\`make\`: -O2), build/release/bin |
-| Kafka | $broker_desc; producer acks=all, idempotent, linger.ms=$linger |
+$(facts_rows)
 | PostgreSQL | $db_desc |
 | long poll | $long_poll_desc |
-| clients | wrk $wrk_version and python3 (bench/gateway-client.py) on the same machine; one tenant, agent-a → agent-b, all polls as agent-b |
+| clients | wrk $(wrk_version) and python3 (bench/gateway-client.py) on the same machine; one tenant, agent-a → agent-b, all polls as agent-b |
 
 EOF
 if [ -n "$levels" ]; then
@@ -681,24 +504,10 @@ cat <<EOF
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
 $(printf '%s\n' "${cpu_rows[@]}")
 
-other = everything else on the machine (other processes, kernel threads, steal).$([ "${#noisy[@]}" -eq 0 ] && echo " It stayed low: nothing else competed for the CPU." || printf ' **The machine was shared during: %s; those figures are low.**' "$(printf '%s; ' "${noisy[@]}" | sed 's/; $//')")
+$(cpu_note)
 
 EOF
 
 [ "$dead" -eq 0 ] || problems+=("the dispatcher dead-lettered $dead events during the benchmark")
-if [ "${#log_growth[@]}" -gt 0 ]; then
-    echo "logs grew during the benchmark: ${log_growth[*]}"
-fi
-if [ "${#log_report[@]}" -gt 0 ]; then
-    echo "logged during the benchmark$([ "$reuse" = 0 ] && echo " (stack start and stop included)"):"
-    printf '  %s\n' "${log_report[@]}"
-else
-    echo "no warn/error lines in .run/logs/*.log$([ -z "${DATABASE_URL:-}" ] && echo " or .run/pg/postgres.log") during the benchmark."
-fi
-if [ "${#problems[@]}" -gt 0 ]; then
-    echo "PROBLEMS:"
-    printf '  - %s\n' "${problems[@]}"
-    echo "(raw outputs: $out)"
-    exit 1
-fi
+report_end
 echo "non-2xx: 0 and socket errors: 0 in every phase; every message arrived once. (raw outputs: $out)"

@@ -132,7 +132,7 @@ if pid_alive "$run/pids/devbroker.pid"; then
     broker="embedded"
     broker_pid=$(cat "$run/pids/devbroker.pid")
     broker_desc="librdkafka mock cluster (agentbus-devbroker) at $bootstrap"
-    mock_note="With the mock cluster, the dispatcher sees a message 0–500 ms after Kafka acknowledged it: librdkafka's mock broker holds an empty Fetch for the consumer's whole fetch.wait.max.ms (500 ms) instead of answering when data arrives. That is the \"row written\" part of the latency; a real broker answers the fetch as soon as data arrives."
+    mock_note="With the mock cluster, the dispatcher sees a message up to kafka.fetch_wait_max_ms after Kafka acknowledged it (scripts/stack.sh sets 20 ms for the mock; the default is 500): librdkafka's mock broker holds an empty Fetch for that whole wait instead of answering when data arrives. That is most of the \"row written\" part of the latency; a real broker answers the fetch as soon as data arrives."
 else
     broker="kafka"
     if [ -s "$run/kafka/bootstrap" ] && [ "$(cat "$run/kafka/bootstrap")" = "$bootstrap" ] && pid_alive "$run/kafka/kafka.pid"; then

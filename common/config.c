@@ -58,6 +58,11 @@ static const struct ab_option options[AB_OPT__COUNT] = {
                                             "AGENTBUS_KAFKA_RETRY_BACKOFF_MAX_MS", NULL, AB_OPT_INT,
                                             "10000", 100, 600000, NULL, 0, AB_SVC_ALL,
                                             "longest pause before a failed event is retried" },
+    [AB_OPT_KAFKA_FETCH_WAIT_MAX_MS] = { "kafka.fetch_wait_max_ms",
+                                         "AGENTBUS_KAFKA_FETCH_WAIT_MAX_MS", NULL, AB_OPT_INT,
+                                         "500", 1, 60000, NULL, 0, AB_SVC_ALL,
+                                         "longest a consumer's fetch waits for data (Kafka answers "
+                                         "as data arrives; the dev broker only after this)" },
     [AB_OPT_KAFKA_PROPERTIES] = { "kafka.properties", "AGENTBUS_KAFKA_PROPERTIES", NULL,
                                   AB_OPT_OBJECT, "{}", 0, 0, NULL, AB_OPT_SECRET,
                                   AB_SVC_ALL | AB_SVC_TOOL,

@@ -173,6 +173,7 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
         { "enable.partition.eof", -1, "false" },
         { "session.timeout.ms", ab_config_int(cfg, AB_OPT_KAFKA_SESSION_TIMEOUT_MS), NULL },
         { "max.poll.interval.ms", ab_config_int(cfg, AB_OPT_KAFKA_MAX_POLL_INTERVAL_MS), NULL },
+        { "fetch.wait.max.ms", ab_config_int(cfg, AB_OPT_KAFKA_FETCH_WAIT_MAX_MS), NULL },
     };
     for (size_t i = 0; i < sizeof(props) / sizeof(props[0]) && !err; i++) {
         snprintf(num, sizeof(num), "%lld", props[i].value);

@@ -65,6 +65,9 @@ start_kafka() {
     fi
     KAFKA_BOOTSTRAP=$(cat "$run/kafka.bootstrap")
     export KAFKA_BOOTSTRAP
+    # The mock cluster answers an empty fetch only when fetch.wait.max.ms has passed, even
+    # if data arrives meanwhile (real Kafka answers at once): keep that wait short here.
+    export AGENTBUS_KAFKA_FETCH_WAIT_MAX_MS=${AGENTBUS_KAFKA_FETCH_WAIT_MAX_MS:-20}
     say "Kafka: agentbus-devbroker (mock cluster) at $KAFKA_BOOTSTRAP"
 }
 

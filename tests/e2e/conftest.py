@@ -120,6 +120,8 @@ class Broker:
             env["KAFKA_BOOTSTRAP"] = os.environ["KAFKA_BOOTSTRAP"]
         elif getattr(self, "bootstrap", None):
             env["KAFKA_BOOTSTRAP"] = self.bootstrap
+            # As scripts/stack.sh: the mock cluster holds an empty fetch for the whole wait.
+            env.setdefault("AGENTBUS_KAFKA_FETCH_WAIT_MAX_MS", "20")
         env.setdefault("DATABASE_URL", "postgresql://unused@127.0.0.1:1/unused")
         return env
 

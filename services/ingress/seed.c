@@ -337,14 +337,22 @@ static enum ab_err refuse_id_fields(struct walk *w, const json_t *item)
     return AB_OK;
 }
 
-static enum ab_err seed_model(struct walk *w, json_t *body)
+/* A record of the tenant found by its name (find_sql: $1 tenant, $2 name), created or
+ * patched as a `resource`. */
+static enum ab_err seed_by_name(struct walk *w, json_t *body, const char *find_sql,
+                                const char *resource)
 {
     char found[AB_UUID_LEN + 1];
     const char *name = json_string_value(json_object_get(body, "name"));
     const char *const params[] = { w->tenant_id, name ? name : "" };
-    enum ab_err err = lookup(w, model_by_name, 2, params, found, NULL, 0);
+    enum ab_err err = lookup(w, find_sql, 2, params, found, NULL, 0);
     json_object_set_new(body, "tenant_id", json_string(w->tenant_id));
-    return err ? err : write_record(w, "llm-models", body, found, NULL);
+    return err ? err : write_record(w, resource, body, found, NULL);
+}
+
+static enum ab_err seed_model(struct walk *w, json_t *body)
+{
+    return seed_by_name(w, body, model_by_name, "llm-models");
 }
 
 /* primary_model / fallback_model: a model name (or null) becomes *_model_id. */
@@ -399,12 +407,7 @@ static enum ab_err seed_agent(struct walk *w, json_t *body)
 
 static enum ab_err seed_member(struct walk *w, json_t *body)
 {
-    char found[AB_UUID_LEN + 1];
-    const char *name = json_string_value(json_object_get(body, "name"));
-    const char *const params[] = { w->tenant_id, name ? name : "" };
-    enum ab_err err = lookup(w, member_by_name, 2, params, found, NULL, 0);
-    json_object_set_new(body, "tenant_id", json_string(w->tenant_id));
-    return err ? err : write_record(w, "members", body, found, NULL);
+    return seed_by_name(w, body, member_by_name, "members");
 }
 
 /* {"agent": A, "member": M} or {"agent": A, "target_agent": B}, with relation and

@@ -94,6 +94,11 @@ enum ab_err ab_http_client_do(struct ab_http_client *client, const struct ab_htt
  * @ownership borrowed from resp; valid until ab_http_response_cleanup. */
 const char *ab_http_response_header(const struct ab_http_response *resp, const char *name);
 
+/* The same lookup in any header list (count entries; headers may be NULL when count is 0).
+ * @ownership borrowed from the list. */
+const char *ab_http_header_find(const struct ab_http_header *headers, size_t count,
+                                const char *name);
+
 /* Frees what resp holds and zeroes it; resp itself is the caller's. NULL is a no-op, and
  * so is cleaning up twice. */
 void ab_http_response_cleanup(struct ab_http_response *resp);

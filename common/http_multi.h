@@ -127,7 +127,8 @@ struct ab_http_multi_callbacks {
 struct ab_http_multi;
 
 /* An engine with no request in flight. options may be NULL for the defaults.
- * @returns NULL if libcurl could not initialise or memory ran out.
+ * @returns NULL if libcurl could not initialise, memory ran out, or max_host_connections is
+ *          negative.
  * @ownership the caller frees it with ab_http_multi_free, on the same thread. */
 struct ab_http_multi *ab_http_multi_new(const struct ab_http_multi_options *options);
 

@@ -7,7 +7,15 @@
  * and other partitions keep flowing) and hands the same message to the handler again once
  * its backoff has passed. Pausing purges what librdkafka had prefetched for the partition,
  * and resuming fetches again from the position after the kept message, so nothing is
- * skipped and the partition's order is kept. */
+ * skipped and the partition's order is kept.
+ *
+ * Asynchronous handling (options.start): the loop hands messages over and goes on polling.
+ * Each partition keeps its messages in hand in offset order, and its offset moves only
+ * past the longest finished prefix, so a fast message behind a slow one waits to be
+ * committed, never the other way round. A message whose key is already in hand waits
+ * behind it (a conversation's turns stay in order); a retriable failure waits out its
+ * backoff without pausing anything. Handlers end jobs from their own threads through a
+ * locked queue and rd_kafka_queue_yield, which wakes the loop's poll at once. */
 #include "common/kafka_consumer.h"
 
 #include <pthread.h>
@@ -28,6 +36,40 @@ struct retry {
     int64_t due_ms;          /* monotonic time of the next attempt */
 };
 
+enum job_state {
+    JOB_WAITING,  /* behind an earlier message with the same key */
+    JOB_RUNNING,  /* handed to start, done not yet taken */
+    JOB_BACKOFF,  /* failed retriably (or its dead letter did): waits for due_ms */
+    JOB_FINISHED, /* done; waits only for the messages before it in its partition */
+};
+
+struct part;
+
+struct ab_consumer_job {
+    struct ab_consumer *c;
+    struct part *part;       /* consumer thread only; NULL once abandoned */
+    rd_kafka_message_t *rkm; /* owned */
+    struct ab_event *ev;     /* owned; NULL when the envelope did not parse */
+    struct ab_consumed msg;
+    enum job_state state;    /* consumer thread only */
+    atomic_bool abandoned;
+    bool dead_letter_due;    /* BACKOFF is for the dead letter, not for start */
+    int64_t started_ms;
+    int64_t due_ms;
+    enum ab_err result; /* set by done */
+    char reason[512];
+    struct ab_consumer_job *next_done;
+};
+
+/* The messages in hand of one partition, in offset order. */
+struct part {
+    char *topic;
+    int32_t partition;
+    struct ab_consumer_job **jobs;
+    size_t count;
+    size_t cap;
+};
+
 struct ab_consumer {
     rd_kafka_t *rk;
     struct ab_producer *producer; /* borrowed: writes dead letters */
@@ -46,7 +88,26 @@ struct ab_consumer {
     size_t retry_count;
     struct ab_metric *m_messages; /* by group, topic and outcome */
     struct ab_metric *m_duration; /* handler time, by group and topic */
+
+    /* Async mode (start != NULL). parts and paused_all: consumer thread only. */
+    ab_consumer_start_fn start;
+    ab_consumer_quiesce_fn quiesce;
+    size_t max_in_flight;
+    int drain_timeout_ms;
+    struct part **parts;
+    size_t part_count;
+    atomic_size_t tracked; /* jobs in parts */
+    bool paused_all;
+    rd_kafka_queue_t *cq;  /* the consumer queue, to yield its poll */
+    pthread_mutex_t done_lock;
+    struct ab_consumer_job *done_head; /* jobs done, not yet taken by the loop */
+    struct ab_consumer_job *done_tail;
+    struct ab_metric *m_in_flight;
 };
+
+static void async_revoke(struct ab_consumer *c, const rd_kafka_topic_partition_list_t *parts);
+static void set_all_paused(struct ab_consumer *c, const rd_kafka_topic_partition_list_t *parts,
+                           bool paused);
 
 static struct retry *find_retry(struct ab_consumer *c, const char *topic, int32_t partition)
 {
@@ -87,6 +148,9 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             error = rd_kafka_incremental_assign(rk, parts);
         else
             rd_kafka_assign(rk, parts);
+        /* Partitions joining while the consumer is full join paused too. */
+        if (c->paused_all)
+            set_all_paused(c, parts, true);
         atomic_fetch_add(&c->assigned, parts->cnt);
         atomic_store(&c->joined, true);
         ab_info("kafka consumer %s: assigned %d partitions (%d in all)", c->group_id, parts->cnt,
@@ -105,6 +169,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 drop_retry(c, r); /* the next owner will handle the message again */
             }
         }
+        if (c->start != NULL)
+            async_revoke(c, parts);
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -113,6 +179,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         ab_info("kafka consumer %s: revoked %d partitions", c->group_id, parts->cnt);
     } else {
         ab_error("kafka consumer %s: rebalance error %s", c->group_id, rd_kafka_err2str(err));
+        if (c->start != NULL)
+            async_revoke(c, NULL);
         rd_kafka_assign(rk, NULL);
         atomic_store(&c->assigned, 0);
     }
@@ -147,7 +215,19 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
     c->group_id = ab_xstrdup(opts->group_id);
     c->prefix = ab_xstrdup(ab_config_str(cfg, AB_OPT_KAFKA_TOPIC_PREFIX));
     c->handler = opts->handler;
+    c->start = opts->start;
+    c->quiesce = opts->quiesce;
     c->handler_ud = opts->handler_ud;
+    c->max_in_flight = opts->max_in_flight ? opts->max_in_flight : 64;
+    c->drain_timeout_ms = opts->drain_timeout_ms > 0 ? opts->drain_timeout_ms : 10000;
+    pthread_mutex_init(&c->done_lock, NULL);
+    if ((opts->handler == NULL) == (opts->start == NULL) ||
+        (opts->start != NULL && opts->quiesce == NULL)) {
+        snprintf(errstr, size, "kafka consumer: give either handler, or start and quiesce");
+        rd_kafka_conf_destroy(conf);
+        err = AB_ERR_CONFIG;
+        goto fail;
+    }
     c->backoff_max_ms = ab_config_int(cfg, AB_OPT_KAFKA_RETRY_BACKOFF_MAX_MS);
     c->m_messages = ab_metrics_counter(
         ab_metrics_default(), "agentbus_kafka_consumed_total",
@@ -157,6 +237,9 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
                                          "agentbus_kafka_handle_duration_seconds",
                                          "time spent handling one message",
                                          (const char *const[]){ "group", "topic", NULL }, NULL, 0);
+    c->m_in_flight = ab_metrics_gauge(ab_metrics_default(), "agentbus_kafka_in_flight",
+                                      "messages in hand of an asynchronous consumer",
+                                      (const char *const[]){ "group", NULL });
 
     struct {
         const char *name;
@@ -195,6 +278,7 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
         goto fail;
     }
     rd_kafka_poll_set_consumer(c->rk);
+    c->cq = rd_kafka_queue_get_consumer(c->rk);
 
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(
         (int)opts->topic_count);
@@ -286,11 +370,41 @@ static int64_t backoff_ms(const struct ab_consumer *c, int attempt)
     return ms / 2 + (int64_t)(ab_random_unit() * (double)(ms / 2));
 }
 
+/* Dead-letters msg with reason. @returns false when Kafka did not take it (to try again). */
+static bool dead_letter_message(struct ab_consumer *c, const struct ab_consumed *msg,
+                                const char *reason)
+{
+    char errstr[512];
+    enum ab_err dlq_err = ab_consumer_dead_letter(c->producer, msg, c->group_id, reason, errstr,
+                                                  sizeof(errstr));
+    if (dlq_err == AB_ERR_TOO_LARGE || dlq_err == AB_ERR_INVALID) {
+        /* Kafka will never take the message as it is (with our headers it is over the
+         * size limit): dead-letter a reference to it (key, origin, reason, no value) so
+         * the partition moves on and the loss is on record, rather than blocking the
+         * partition for ever. Other refusals (authorization, say) may heal: retried. */
+        char why[1100];
+        struct ab_consumed ref = *msg;
+        ref.value = NULL;
+        ref.value_len = 0;
+        snprintf(why, sizeof(why), "%s; value dropped: %s", reason, errstr);
+        dlq_err = ab_consumer_dead_letter(c->producer, &ref, c->group_id, why, errstr,
+                                          sizeof(errstr));
+    }
+    if (dlq_err == AB_OK) {
+        ab_warn("kafka consumer %s: %s[%d]@%lld dead-lettered: %s", c->group_id, msg->topic,
+                (int)msg->partition, (long long)msg->offset, reason);
+        return true;
+    }
+    ab_error("kafka consumer %s: cannot dead-letter %s[%d]@%lld (%s): %s", c->group_id,
+             msg->topic, (int)msg->partition, (long long)msg->offset, reason, errstr);
+    return false;
+}
+
 /* Runs one message through the envelope check and the handler. @returns true when the
  * message is finished (offset stored), false when it must be tried again. */
 static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
 {
-    char reason[512] = "", errstr[512];
+    char reason[512] = "";
     struct ab_event *ev = NULL;
     struct ab_consumed msg = {
         .topic = rd_kafka_topic_name(rkm->rkt),
@@ -317,30 +431,8 @@ static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
     }
     bool finished = true;
     if (err != AB_OK && !ab_err_is_retriable(err)) {
-        enum ab_err dlq_err = ab_consumer_dead_letter(c->producer, &msg, c->group_id, reason,
-                                                      errstr, sizeof(errstr));
-        if (dlq_err == AB_ERR_TOO_LARGE || dlq_err == AB_ERR_INVALID) {
-            /* Kafka will never take the message as it is (with our headers it is over the
-             * size limit): dead-letter a reference to it (key, origin, reason, no value) so
-             * the partition moves on and the loss is on record, rather than blocking the
-             * partition for ever. Other refusals (authorization, say) may heal: retried. */
-            char why[1100];
-            struct ab_consumed ref = msg;
-            ref.value = NULL;
-            ref.value_len = 0;
-            snprintf(why, sizeof(why), "%s; value dropped: %s", reason, errstr);
-            dlq_err = ab_consumer_dead_letter(c->producer, &ref, c->group_id, why, errstr,
-                                              sizeof(errstr));
-        }
-        outcome = dlq_err == AB_OK ? "dead_letter" : "dead_letter_failed";
-        if (dlq_err == AB_OK) {
-            ab_warn("kafka consumer %s: %s[%d]@%lld dead-lettered: %s", c->group_id, msg.topic,
-                    (int)msg.partition, (long long)msg.offset, reason);
-        } else {
-            ab_error("kafka consumer %s: cannot dead-letter %s[%d]@%lld (%s): %s", c->group_id,
-                     msg.topic, (int)msg.partition, (long long)msg.offset, reason, errstr);
-            finished = false;
-        }
+        finished = dead_letter_message(c, &msg, reason);
+        outcome = finished ? "dead_letter" : "dead_letter_failed";
     } else if (err != AB_OK) {
         ab_warn("kafka consumer %s: %s[%d]@%lld attempt %d failed, will retry: %s", c->group_id,
                 msg.topic, (int)msg.partition, (long long)msg.offset, attempt, reason);
@@ -427,9 +519,360 @@ static void *consume_loop(void *arg)
     return NULL;
 }
 
+/* ---- asynchronous mode ------------------------------------------------------------------ */
+
+const struct ab_consumed *ab_consumer_job_msg(const struct ab_consumer_job *job)
+{
+    return &job->msg;
+}
+
+bool ab_consumer_job_abandoned(const struct ab_consumer_job *job)
+{
+    return atomic_load(&((struct ab_consumer_job *)job)->abandoned);
+}
+
+size_t ab_consumer_in_flight(const struct ab_consumer *c)
+{
+    return atomic_load(&((struct ab_consumer *)c)->tracked);
+}
+
+void ab_consumer_job_done(struct ab_consumer_job *job, enum ab_err err, const char *reason)
+{
+    struct ab_consumer *c = job->c;
+    job->result = err;
+    snprintf(job->reason, sizeof(job->reason), "%s",
+             reason && reason[0] ? reason : ab_err_name(err));
+    job->next_done = NULL;
+    pthread_mutex_lock(&c->done_lock);
+    if (c->done_tail != NULL)
+        c->done_tail->next_done = job;
+    else
+        c->done_head = job;
+    c->done_tail = job;
+    pthread_mutex_unlock(&c->done_lock);
+    rd_kafka_queue_yield(c->cq); /* the loop takes it now, not at its next poll timeout */
+}
+
+static void free_job(struct ab_consumer_job *job)
+{
+    rd_kafka_message_destroy(job->rkm);
+    ab_event_free(job->ev);
+    free(job);
+}
+
+static struct ab_consumer_job *take_done_list(struct ab_consumer *c)
+{
+    pthread_mutex_lock(&c->done_lock);
+    struct ab_consumer_job *list = c->done_head;
+    c->done_head = c->done_tail = NULL;
+    pthread_mutex_unlock(&c->done_lock);
+    return list;
+}
+
+static void set_all_paused(struct ab_consumer *c, const rd_kafka_topic_partition_list_t *parts,
+                           bool paused)
+{
+    rd_kafka_topic_partition_list_t *copy = rd_kafka_topic_partition_list_copy(parts);
+    rd_kafka_resp_err_t err = paused ? rd_kafka_pause_partitions(c->rk, copy)
+                                     : rd_kafka_resume_partitions(c->rk, copy);
+    if (err)
+        ab_warn("kafka consumer %s: cannot %s partitions: %s", c->group_id,
+                paused ? "pause" : "resume", rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(copy);
+}
+
+/* Pauses every assigned partition while the jobs in hand are at max_in_flight (or while
+ * draining), and resumes them below it. Resuming fetches from the position after the last
+ * message taken, so nothing is skipped. */
+static void set_full(struct ab_consumer *c, bool full)
+{
+    if (full == c->paused_all)
+        return;
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    if (rd_kafka_assignment(c->rk, &assigned) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        set_all_paused(c, assigned, full);
+        rd_kafka_topic_partition_list_destroy(assigned);
+    }
+    c->paused_all = full;
+}
+
+static struct part *find_part(struct ab_consumer *c, const char *topic, int32_t partition,
+                              size_t *index)
+{
+    for (size_t i = 0; i < c->part_count; i++) {
+        struct part *p = c->parts[i];
+        if (p->partition == partition && strcmp(p->topic, topic) == 0) {
+            if (index != NULL)
+                *index = i;
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static struct part *get_part(struct ab_consumer *c, const char *topic, int32_t partition)
+{
+    struct part *p = find_part(c, topic, partition, NULL);
+    if (p != NULL)
+        return p;
+    p = ab_xcalloc(1, sizeof(*p));
+    p->topic = ab_xstrdup(topic);
+    p->partition = partition;
+    c->parts = ab_xrealloc(c->parts, (c->part_count + 1) * sizeof(*c->parts));
+    c->parts[c->part_count++] = p;
+    return p;
+}
+
+/* Forgets the jobs of the revoked partitions (parts NULL: of all): their next owner
+ * handles the messages again. A running job stays the handler's until done, which then
+ * only frees it. */
+static void async_revoke(struct ab_consumer *c, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (size_t i = 0; i < c->part_count;) {
+        struct part *p = c->parts[i];
+        bool revoked = parts == NULL;
+        for (int k = 0; parts != NULL && k < parts->cnt && !revoked; k++)
+            revoked = parts->elems[k].partition == p->partition &&
+                      strcmp(parts->elems[k].topic, p->topic) == 0;
+        if (!revoked) {
+            i++;
+            continue;
+        }
+        size_t abandoned = 0;
+        for (size_t j = 0; j < p->count; j++) {
+            struct ab_consumer_job *job = p->jobs[j];
+            if (job->state == JOB_RUNNING) {
+                job->part = NULL;
+                atomic_store(&job->abandoned, true);
+                abandoned++;
+            } else {
+                free_job(job);
+            }
+        }
+        if (p->count > 0)
+            ab_info("kafka consumer %s: %s[%d] left with %zu messages in hand (%zu still "
+                    "running, abandoned)", c->group_id, p->topic, (int)p->partition, p->count,
+                    abandoned);
+        atomic_fetch_sub(&c->tracked, p->count);
+        free(p->jobs);
+        free(p->topic);
+        free(p);
+        c->parts[i] = c->parts[--c->part_count];
+    }
+    ab_metric_set(c->m_in_flight, (const char *const[]){ c->group_id, NULL },
+                  (double)atomic_load(&c->tracked));
+}
+
+static bool same_key(const struct ab_consumer_job *a, const struct ab_consumer_job *b)
+{
+    return a->msg.key_len > 0 && a->msg.key_len == b->msg.key_len &&
+           memcmp(a->msg.key, b->msg.key, a->msg.key_len) == 0;
+}
+
+static void start_job(struct ab_consumer *c, struct ab_consumer_job *job)
+{
+    job->state = JOB_RUNNING;
+    job->started_ms = ab_monotonic_ms();
+    ab_log_set_event_id(job->ev->id);
+    c->start(c->handler_ud, job);
+    ab_log_set_event_id(NULL);
+}
+
+/* Stores the offset past the partition's longest finished prefix and drops that prefix. */
+static void advance(struct ab_consumer *c, struct part *p)
+{
+    size_t n = 0;
+    while (n < p->count && p->jobs[n]->state == JOB_FINISHED)
+        n++;
+    if (n == 0)
+        return;
+    store_offset(c, p->jobs[n - 1]->rkm);
+    for (size_t i = 0; i < n; i++)
+        free_job(p->jobs[i]);
+    memmove(p->jobs, p->jobs + n, (p->count - n) * sizeof(*p->jobs));
+    p->count -= n;
+    atomic_fetch_sub(&c->tracked, n);
+}
+
+/* Takes a job's result: finished, retried after a backoff, or dead-lettered. */
+static void settle(struct ab_consumer *c, struct ab_consumer_job *job)
+{
+    const char *outcome = "done";
+    enum ab_err err = job->result;
+    struct ab_consumed *msg = &job->msg;
+    if (err == AB_OK) {
+        job->state = JOB_FINISHED;
+    } else if (ab_err_is_retriable(err) && !job->dead_letter_due) {
+        ab_warn("kafka consumer %s: %s[%d]@%lld attempt %d failed, will retry: %s", c->group_id,
+                msg->topic, (int)msg->partition, (long long)msg->offset, msg->attempt,
+                job->reason);
+        outcome = "retry";
+        job->state = JOB_BACKOFF;
+        job->due_ms = ab_monotonic_ms() + backoff_ms(c, msg->attempt);
+    } else if (dead_letter_message(c, msg, job->reason)) {
+        outcome = "dead_letter";
+        job->state = JOB_FINISHED;
+    } else {
+        outcome = "dead_letter_failed";
+        job->dead_letter_due = true;
+        job->state = JOB_BACKOFF;
+        job->due_ms = ab_monotonic_ms() + backoff_ms(c, msg->attempt++);
+    }
+    ab_metric_inc(c->m_messages, (const char *const[]){ c->group_id, msg->topic, outcome, NULL },
+                  1);
+    if (job->started_ms > 0)
+        ab_metric_observe(c->m_duration, (const char *const[]){ c->group_id, msg->topic, NULL },
+                          (double)(ab_monotonic_ms() - job->started_ms) / 1000.0);
+    if (job->state != JOB_FINISHED)
+        return;
+    struct part *p = job->part;
+    size_t i = 0;
+    while (p->jobs[i] != job)
+        i++;
+    /* The next message with the same key, if one waits, goes now. */
+    for (size_t k = i + 1; k < p->count; k++) {
+        if (same_key(p->jobs[k], job)) {
+            if (p->jobs[k]->state == JOB_WAITING)
+                start_job(c, p->jobs[k]);
+            break;
+        }
+    }
+    advance(c, p);
+}
+
+static void settle_done(struct ab_consumer *c)
+{
+    struct ab_consumer_job *job = take_done_list(c);
+    while (job != NULL) {
+        struct ab_consumer_job *next = job->next_done;
+        if (job->part == NULL)
+            free_job(job); /* abandoned: its partition has moved on without it */
+        else
+            settle(c, job);
+        job = next;
+    }
+}
+
+/* Hands over again the jobs whose backoff has passed (or dead-letters them again).
+ * @returns the milliseconds until the next one is due, at most 100. */
+static int run_backoffs(struct ab_consumer *c)
+{
+    int64_t now = ab_monotonic_ms(), wait = 100;
+    for (size_t i = 0; i < c->part_count; i++) {
+        struct part *p = c->parts[i];
+        for (size_t j = 0; j < p->count; j++) {
+            struct ab_consumer_job *job = p->jobs[j];
+            if (job->state != JOB_BACKOFF)
+                continue;
+            if (job->due_ms > now) {
+                if (job->due_ms - now < wait)
+                    wait = job->due_ms - now;
+                continue;
+            }
+            if (job->dead_letter_due) {
+                job->state = JOB_RUNNING; /* settle tries the dead letter again */
+                settle(c, job);
+                return 0; /* settle may have reshaped p: look again from the top */
+            }
+            job->msg.attempt++;
+            start_job(c, job);
+        }
+    }
+    return (int)wait;
+}
+
+/* Takes a message into its partition's jobs and hands it over, unless its key is busy. */
+static void accept_message(struct ab_consumer *c, rd_kafka_message_t *rkm)
+{
+    struct ab_consumer_job *job = ab_xcalloc(1, sizeof(*job));
+    job->c = c;
+    job->rkm = rkm;
+    job->msg = (struct ab_consumed){
+        .topic = rd_kafka_topic_name(rkm->rkt),
+        .partition = rkm->partition,
+        .offset = rkm->offset,
+        .key = rkm->key,
+        .key_len = rkm->key_len,
+        .value = rkm->payload,
+        .value_len = rkm->len,
+        .attempt = 1,
+        .rkm = rkm,
+    };
+    struct part *p = get_part(c, job->msg.topic, rkm->partition);
+    job->part = p;
+    if (p->count == p->cap) {
+        p->cap = p->cap ? p->cap * 2 : 16;
+        p->jobs = ab_xrealloc(p->jobs, p->cap * sizeof(*p->jobs));
+    }
+    p->jobs[p->count++] = job;
+    atomic_fetch_add(&c->tracked, 1);
+    if (ab_event_parse(rkm->payload, rkm->len, &job->ev, job->reason, sizeof(job->reason)) !=
+        AB_OK) {
+        job->result = AB_ERR_INVALID; /* a bad envelope never gets better: dead-letter it */
+        settle(c, job);
+        return;
+    }
+    job->msg.event = job->ev;
+    for (size_t i = 0; i + 1 < p->count; i++) {
+        if (p->jobs[i]->state != JOB_FINISHED && same_key(p->jobs[i], job)) {
+            job->state = JOB_WAITING;
+            return;
+        }
+    }
+    start_job(c, job);
+}
+
+static void *consume_loop_async(void *arg)
+{
+    struct ab_consumer *c = arg;
+    int64_t drain_until = -1;
+    for (;;) {
+        settle_done(c);
+        int wait = run_backoffs(c);
+        if (atomic_load(&c->stop)) {
+            if (drain_until < 0) {
+                drain_until = ab_monotonic_ms() + c->drain_timeout_ms;
+                set_full(c, true);
+                ab_info("kafka consumer %s: stopping; %zu messages in hand", c->group_id,
+                        atomic_load(&c->tracked));
+            }
+            if (atomic_load(&c->tracked) == 0 || ab_monotonic_ms() >= drain_until)
+                break;
+        } else {
+            set_full(c, atomic_load(&c->tracked) >= c->max_in_flight);
+        }
+        ab_metric_set(c->m_in_flight, (const char *const[]){ c->group_id, NULL },
+                      (double)atomic_load(&c->tracked));
+        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, wait);
+        if (rkm == NULL)
+            continue;
+        if (rkm->err) {
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                ab_warn("kafka consumer %s: %s", c->group_id, rd_kafka_message_errstr(rkm));
+            rd_kafka_message_destroy(rkm);
+        } else if (drain_until >= 0) {
+            /* Fetched before the pause took hold: its offset is never stored (it is past
+             * everything in hand), so the next owner reads it. */
+            rd_kafka_message_destroy(rkm);
+        } else {
+            accept_message(c, rkm);
+        }
+    }
+    if (atomic_load(&c->tracked) > 0)
+        ab_warn("kafka consumer %s: %zu messages still in hand after %d ms; their partitions' "
+                "next owners handle them again", c->group_id, atomic_load(&c->tracked),
+                c->drain_timeout_ms);
+    async_revoke(c, NULL);
+    rd_kafka_resp_err_t err = rd_kafka_consumer_close(c->rk);
+    if (err)
+        ab_warn("kafka consumer %s: close: %s", c->group_id, rd_kafka_err2str(err));
+    atomic_store(&c->assigned, 0);
+    return NULL;
+}
+
 enum ab_err ab_consumer_start(struct ab_consumer *c)
 {
-    if (pthread_create(&c->thread, NULL, consume_loop, c) != 0)
+    if (pthread_create(&c->thread, NULL, c->start ? consume_loop_async : consume_loop, c) != 0)
         return AB_ERR_INTERNAL;
     c->started = true;
     return AB_OK;
@@ -442,6 +885,13 @@ void ab_consumer_stop(struct ab_consumer *c)
     atomic_store(&c->stop, true);
     pthread_join(c->thread, NULL);
     c->started = false;
+    if (c->quiesce != NULL) {
+        c->quiesce(c->handler_ud);
+        for (struct ab_consumer_job *job = take_done_list(c), *next; job != NULL; job = next) {
+            next = job->next_done;
+            free_job(job); /* abandoned when the consumer closed */
+        }
+    }
 }
 
 void ab_consumer_free(struct ab_consumer *c)
@@ -449,8 +899,14 @@ void ab_consumer_free(struct ab_consumer *c)
     if (c == NULL)
         return;
     ab_consumer_stop(c);
+    if (c->start != NULL)
+        async_revoke(c, NULL); /* a consumer never started may hold nothing; be sure */
+    free(c->parts);
+    if (c->cq)
+        rd_kafka_queue_destroy(c->cq);
     if (c->rk)
         rd_kafka_destroy(c->rk);
+    pthread_mutex_destroy(&c->done_lock);
     free(c->retries);
     free(c->group_id);
     free(c->prefix);

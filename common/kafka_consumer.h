@@ -34,14 +34,63 @@ struct ab_consumed {
 typedef enum ab_err (*ab_consumer_handler)(void *ud, const struct ab_consumed *msg,
                                            char *reason, size_t reason_size);
 
+/* One message handed to an asynchronous handler (ab_consumer_start_fn). */
+struct ab_consumer_job;
+
+/* Asynchronous handling: the consumer hands a message over and goes on polling; the
+ * handler works on it wherever it likes (other threads, an event loop) and ends it with
+ * ab_consumer_job_done. Many messages are in hand at once, up to max_in_flight, so one
+ * slow message (an LLM answering for minutes) neither stalls the others nor overruns
+ * max.poll.interval.ms. What the synchronous handler's result means holds for done's err:
+ *  AB_OK: the work is durable. A partition's offset is stored only up to the end of its
+ *      longest run of finished messages, so a crash never skips an unfinished one.
+ *  a retriable error: the same job is handed to start again after a backoff (attempt
+ *      grows); other messages go on.
+ *  any other error: dead-lettered with the reason, then finished.
+ * Order: messages with the same Kafka key are handed out one at a time, in partition
+ * order (the next waits until the one before it is finished); different keys run at once.
+ * @thread called from the consumer's thread; it must not block. */
+typedef void (*ab_consumer_start_fn)(void *ud, struct ab_consumer_job *job);
+
+/* Async only: called by ab_consumer_stop after the consumer has closed, on the stopping
+ * thread; it must return only once every job handed out has been done (cancelling what
+ * it likes: the results of jobs done after the close are dropped, and their messages are
+ * handled again by the partition's next owner). */
+typedef void (*ab_consumer_quiesce_fn)(void *ud);
+
 struct ab_consumer_options {
     const char *group_id;        /* e.g. "agentbus-dispatcher" */
     const char *client_id;
     const enum ab_topic *topics; /* our topics to subscribe to */
     size_t topic_count;
+    /* Exactly one of handler (one message at a time) and start (asynchronous). */
     ab_consumer_handler handler;
+    ab_consumer_start_fn start;
+    ab_consumer_quiesce_fn quiesce; /* required with start */
     void *handler_ud;
+    /* Async: messages taken and not yet finished (done, or waiting behind their key or a
+     * slower message of their partition); at the limit every partition pauses until one
+     * finishes. 0: 64. */
+    size_t max_in_flight;
+    /* Async: how long ab_consumer_stop lets the jobs in hand finish before it closes the
+     * consumer anyway. 0: 10 000 ms. */
+    int drain_timeout_ms;
 };
+
+/* The message of a job. @ownership borrowed; valid until ab_consumer_job_done. attempt
+ * counts the times start was called for it. @thread any. */
+const struct ab_consumed *ab_consumer_job_msg(const struct ab_consumer_job *job);
+
+/* True once the job's result no longer matters: its partition was revoked, or the
+ * consumer stopped without waiting for it. The handler should end it soon (still with
+ * ab_consumer_job_done) rather than finish work whose offset will never be committed.
+ * @thread any. */
+bool ab_consumer_job_abandoned(const struct ab_consumer_job *job);
+
+/* Ends a job; reason (may be NULL) is copied and says why for an error. The job must not
+ * be touched afterwards. @thread any; exactly once per start. */
+void ab_consumer_job_done(struct ab_consumer_job *job, enum ab_err err, const char *reason);
+
 
 struct ab_consumer;
 
@@ -54,8 +103,9 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
 /* Starts the consumer's thread, which polls and calls the handler until stopped. */
 enum ab_err ab_consumer_start(struct ab_consumer *c);
 
-/* Stops taking messages, lets the message in hand finish, commits the stored offsets,
- * leaves the group and joins the thread. @thread any thread except the consumer's. */
+/* Stops taking messages, lets the message in hand finish (async: the jobs in hand, up to
+ * drain_timeout_ms), commits the stored offsets, leaves the group and joins the thread;
+ * async, then calls quiesce. @thread any thread except the consumer's. */
 void ab_consumer_stop(struct ab_consumer *c);
 void ab_consumer_free(struct ab_consumer *c);
 
@@ -69,6 +119,9 @@ int ab_consumer_assigned_count(const struct ab_consumer *c);
 enum ab_err ab_consumer_dead_letter(struct ab_producer *producer, const struct ab_consumed *msg,
                                     const char *service, const char *reason, char *errstr,
                                     size_t errstr_size);
+
+/* Async: messages in hand (see max_in_flight). @thread any. */
+size_t ab_consumer_in_flight(const struct ab_consumer *c);
 
 rd_kafka_t *ab_consumer_handle(const struct ab_consumer *c);
 

@@ -176,6 +176,14 @@ void *ab_xcalloc(size_t count, size_t size)
     return p;
 }
 
+void *ab_xrealloc(void *p, size_t size)
+{
+    void *grown = realloc(p, size ? size : 1);
+    if (grown == NULL)
+        out_of_memory(size);
+    return grown;
+}
+
 char *ab_xstrdup(const char *s)
 {
     if (s == NULL)

@@ -35,6 +35,7 @@ void ab_hex(const void *bytes, size_t n, char *out);
  * orchestrator restarts the process, and at-least-once delivery redoes the work. */
 void *ab_xmalloc(size_t size);
 void *ab_xcalloc(size_t count, size_t size);
+void *ab_xrealloc(void *p, size_t size);
 char *ab_xstrdup(const char *s); /* NULL gives NULL */
 
 /* A random double in [0, 1) for backoff jitter; thread-safe. */

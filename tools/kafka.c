@@ -20,7 +20,8 @@ static int usage(void)
 {
     fprintf(stderr,
             "usage: agentbus-kafka produce TOPIC [--key K] [--header NAME=VALUE]... [--value V]\n"
-            "       agentbus-kafka consume TOPIC [--count N] [--timeout-ms T]\n");
+            "       agentbus-kafka consume TOPIC [--count N] [--timeout-ms T] [--idle-ms I]\n"
+            "  (consume stops after N messages, after T ms, or I ms after the last message)\n");
     return 2;
 }
 
@@ -142,12 +143,14 @@ static void print_message(const rd_kafka_message_t *rkm)
 static int consume(const struct ab_config *cfg, const char *topic, int argc, char **argv)
 {
     char errstr[512], group[64];
-    long count = -1, timeout_ms = 10000;
+    long count = -1, timeout_ms = 10000, idle_ms = -1;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--count") == 0 && i + 1 < argc)
             count = strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "--timeout-ms") == 0 && i + 1 < argc)
             timeout_ms = strtol(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--idle-ms") == 0 && i + 1 < argc)
+            idle_ms = strtol(argv[++i], NULL, 10);
         else
             return usage();
     }
@@ -173,20 +176,24 @@ static int consume(const struct ab_config *cfg, const char *topic, int argc, cha
     rd_kafka_subscribe(rk, topics);
     rd_kafka_topic_partition_list_destroy(topics);
     long seen = 0;
-    int64_t deadline = ab_monotonic_ms() + timeout_ms;
-    while ((count < 0 || seen < count) && ab_monotonic_ms() < deadline) {
+    int64_t deadline = ab_monotonic_ms() + timeout_ms, last_ms = 0;
+    /* --idle-ms: what the topic holds now, without waiting out the timeout (the first message
+     * comes once the group has joined, the rest right behind it). */
+    while ((count < 0 || seen < count) && ab_monotonic_ms() < deadline &&
+           !(idle_ms >= 0 && seen > 0 && ab_monotonic_ms() - last_ms >= idle_ms)) {
         rd_kafka_message_t *rkm = rd_kafka_consumer_poll(rk, 100);
         if (rkm == NULL)
             continue;
         if (rkm->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             print_message(rkm);
             seen++;
+            last_ms = ab_monotonic_ms();
         }
         rd_kafka_message_destroy(rkm);
     }
     rd_kafka_consumer_close(rk);
     rd_kafka_destroy(rk);
-    return count < 0 || seen >= count ? 0 : 1;
+    return count < 0 || seen >= count || (idle_ms >= 0 && seen > 0) ? 0 : 1;
 }
 
 int main(int argc, char **argv)

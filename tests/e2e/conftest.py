@@ -148,9 +148,14 @@ class Broker:
             args += ["--key", key]
         run(args, self.env(), check=True)
 
-    def consume(self, topic, count, timeout_ms=15000):
-        out = run([os.path.join(BIN, "agentbus-kafka"), "consume", topic, "--count", str(count),
-                   "--timeout-ms", str(timeout_ms)], self.env())
+    def consume(self, topic, count, timeout_ms=15000, idle_ms=None):
+        """Up to count messages from the start of topic; with idle_ms, what it holds now (the
+        consumer stops idle_ms after the last message)."""
+        args = [os.path.join(BIN, "agentbus-kafka"), "consume", topic, "--count", str(count),
+                "--timeout-ms", str(timeout_ms)]
+        if idle_ms is not None:
+            args += ["--idle-ms", str(idle_ms)]
+        out = run(args, self.env())
         return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
 
     def close(self):

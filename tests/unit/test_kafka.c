@@ -954,3 +954,313 @@ TEST(kafka_consumer_partition_returning_after_rebalance_is_not_stuck)
     if (devnull != NULL)
         fclose(devnull);
 }
+
+/* ---- asynchronous consumer ------------------------------------------------------------ */
+
+/* A handler that only records the jobs it is given; the test decides when each ends. */
+struct jobs {
+    pthread_mutex_t lock;
+    struct ab_consumer_job *items[MAX_SEEN];
+    int attempts[MAX_SEEN];
+    char ids[MAX_SEEN][AB_UUID_LEN + 1];
+    int count;
+    atomic_int quiesced;
+    atomic_int abandoned_at_quiesce;
+    atomic_int running; /* started and not yet done */
+};
+
+static void jobs_start(void *ud, struct ab_consumer_job *job)
+{
+    struct jobs *j = ud;
+    pthread_mutex_lock(&j->lock);
+    if (j->count < MAX_SEEN) {
+        j->items[j->count] = job;
+        j->attempts[j->count] = ab_consumer_job_msg(job)->attempt;
+        snprintf(j->ids[j->count], AB_UUID_LEN + 1, "%s", ab_consumer_job_msg(job)->event->id);
+        j->count++;
+    }
+    pthread_mutex_unlock(&j->lock);
+    atomic_fetch_add(&j->running, 1);
+}
+
+/* Ends the job started n-th (0-based). */
+static void jobs_done(struct jobs *j, int n, enum ab_err err)
+{
+    pthread_mutex_lock(&j->lock);
+    struct ab_consumer_job *job = j->items[n];
+    pthread_mutex_unlock(&j->lock);
+    atomic_fetch_sub(&j->running, 1);
+    ab_consumer_job_done(job, err, err ? "the test says so" : NULL);
+}
+
+/* These tests end every job before they stop: nothing is left to end. */
+static void jobs_quiesce(void *ud)
+{
+    struct jobs *j = ud;
+    atomic_store(&j->quiesced, 1);
+}
+
+static int jobs_count(struct jobs *j)
+{
+    pthread_mutex_lock(&j->lock);
+    int n = j->count;
+    pthread_mutex_unlock(&j->lock);
+    return n;
+}
+
+static bool jobs_wait(struct jobs *j, int n, int timeout_ms)
+{
+    int64_t deadline = ab_monotonic_ms() + timeout_ms;
+    while (jobs_count(j) < n) {
+        if (ab_monotonic_ms() > deadline)
+            return false;
+        usleep(10 * 1000);
+    }
+    return true;
+}
+
+static struct ab_consumer *start_async(struct kenv *e, struct jobs *j, size_t max_in_flight,
+                                       int drain_ms)
+{
+    char errstr[512], group[160];
+    static const enum ab_topic topics[] = { AB_TOPIC_INGRESS };
+    memset(j, 0, sizeof(*j));
+    pthread_mutex_init(&j->lock, NULL);
+    group_name(e, group, sizeof(group));
+    struct ab_consumer_options opts = {
+        .group_id = group,
+        .client_id = "test-async",
+        .topics = topics,
+        .topic_count = 1,
+        .start = jobs_start,
+        .quiesce = jobs_quiesce,
+        .handler_ud = j,
+        .max_in_flight = max_in_flight,
+        .drain_timeout_ms = drain_ms,
+    };
+    struct ab_consumer *c = NULL;
+    enum ab_err err = ab_consumer_new(e->cfg, e->producer, &opts, &c, errstr, sizeof(errstr));
+    if (err != AB_OK)
+        fprintf(stderr, "    consumer: %s\n", errstr);
+    REQUIRE(err == AB_OK);
+    REQUIRE(ab_consumer_start(c) == AB_OK);
+    return c;
+}
+
+/* The group's committed offset of partition 0, read through the consumer's own handle. */
+static int64_t committed(struct ab_consumer *c, const struct kenv *e)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(parts, e->topic, 0);
+    int64_t offset = -2;
+    if (rd_kafka_committed(ab_consumer_handle(c), parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        offset = parts->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(parts);
+    return offset;
+}
+
+static bool wait_committed(struct ab_consumer *c, const struct kenv *e, int64_t want,
+                           int timeout_ms)
+{
+    int64_t deadline = ab_monotonic_ms() + timeout_ms;
+    while (committed(c, e) != want) {
+        if (ab_monotonic_ms() > deadline)
+            return false;
+        usleep(100 * 1000);
+    }
+    return true;
+}
+
+TEST(kafka_async_runs_many_at_once_and_commits_only_the_finished_prefix)
+{
+    struct kenv e;
+    struct jobs j;
+    char keys[4][16], ids[4][AB_UUID_LEN + 1];
+    kenv_setup(&e, "async-prefix", 1, NULL);
+    for (int i = 0; i < 4; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "k%d", i);
+        REQUIRE(send_event(&e, keys[i], i, ids[i]) == AB_OK);
+    }
+    struct ab_consumer *c = start_async(&e, &j, 0, 0);
+    /* All four are in hand at once: none has been finished yet. */
+    CHECK(jobs_wait(&j, 4, 15000));
+    CHECK_INT_EQ(ab_consumer_in_flight(c), 4);
+    for (int i = 0; i < 4 && i < jobs_count(&j); i++)
+        CHECK_STR_EQ(j.ids[i], ids[i]);
+    /* The three after the first finish: nothing may be committed past the first. */
+    jobs_done(&j, 1, AB_OK);
+    jobs_done(&j, 2, AB_OK);
+    jobs_done(&j, 3, AB_OK);
+    usleep(1600 * 1000); /* auto-commit runs every second */
+    int64_t before = committed(c, &e);
+    CHECK(before < 1); /* nothing committed (a negative logical offset) */
+    CHECK_INT_EQ(ab_consumer_in_flight(c), 4);
+    jobs_done(&j, 0, AB_OK);
+    CHECK(wait_committed(c, &e, 4, 5000));
+    CHECK_INT_EQ(ab_consumer_in_flight(c), 0);
+    ab_consumer_stop(c);
+    CHECK_INT_EQ(atomic_load(&j.quiesced), 1);
+    ab_consumer_free(c);
+    kenv_teardown(&e);
+}
+
+TEST(kafka_async_same_key_one_at_a_time_and_retried_in_place)
+{
+    struct kenv e;
+    struct jobs j;
+    char ids[4][AB_UUID_LEN + 1];
+    kenv_setup(&e, "async-key", 1, NULL);
+    REQUIRE(send_event(&e, "conv", 0, ids[0]) == AB_OK);
+    REQUIRE(send_event(&e, "conv", 1, ids[1]) == AB_OK);
+    REQUIRE(send_event(&e, "other", 2, ids[2]) == AB_OK);
+    REQUIRE(send_event(&e, "conv", 3, ids[3]) == AB_OK);
+    struct ab_consumer *c = start_async(&e, &j, 0, 0);
+    /* "conv" #0 and "other" run; "conv" #1 and #3 wait behind #0. */
+    CHECK(jobs_wait(&j, 2, 15000));
+    usleep(300 * 1000);
+    REQUIRE(jobs_count(&j) == 2);
+    CHECK_STR_EQ(j.ids[0], ids[0]);
+    CHECK_STR_EQ(j.ids[1], ids[2]);
+    /* #0 fails retriably: it comes back (attempt 2) before #1 may start. */
+    jobs_done(&j, 0, AB_ERR_UNAVAILABLE);
+    CHECK(jobs_wait(&j, 3, 5000));
+    CHECK_STR_EQ(j.ids[2], ids[0]);
+    CHECK_INT_EQ(j.attempts[2], 2);
+    usleep(200 * 1000);
+    CHECK_INT_EQ(jobs_count(&j), 3);
+    jobs_done(&j, 2, AB_OK);
+    CHECK(jobs_wait(&j, 4, 5000));
+    CHECK_STR_EQ(j.ids[3], ids[1]);
+    jobs_done(&j, 3, AB_OK);
+    CHECK(jobs_wait(&j, 5, 5000));
+    CHECK_STR_EQ(j.ids[4], ids[3]);
+    jobs_done(&j, 4, AB_OK);
+    CHECK(wait_committed(c, &e, 2, 5000)); /* "other" (offset 2) still in hand */
+    jobs_done(&j, 1, AB_OK);
+    CHECK(wait_committed(c, &e, 4, 5000));
+    ab_consumer_stop(c);
+    ab_consumer_free(c);
+    kenv_teardown(&e);
+}
+
+TEST(kafka_async_permanent_failure_dead_letters_and_moves_on)
+{
+    struct kenv e;
+    struct jobs j;
+    char ids[2][AB_UUID_LEN + 1], errstr[512], buf[512];
+    kenv_setup(&e, "async-dlq", 1, NULL);
+    REQUIRE(send_event(&e, "a", 0, ids[0]) == AB_OK);
+    REQUIRE(ab_producer_send(e.producer, e.topic, "b", 1, "not an envelope", 15, NULL, 0, errstr,
+                             sizeof(errstr)) == AB_OK);
+    REQUIRE(send_event(&e, "c", 1, ids[1]) == AB_OK);
+    struct ab_consumer *c = start_async(&e, &j, 0, 0);
+    CHECK(jobs_wait(&j, 2, 15000)); /* the bad envelope never reaches the handler */
+    jobs_done(&j, 0, AB_ERR_INVALID);
+    jobs_done(&j, 1, AB_OK);
+    CHECK(wait_committed(c, &e, 3, 5000));
+    struct msg msgs[4];
+    int n = read_topic(&e, e.dlq, 1, msgs, 4, 2, 1500);
+    CHECK_INT_EQ(n, 2);
+    /* The bad envelope is dead-lettered when it is taken, before job 0 ends. */
+    if (n == 2) {
+        CHECK_STR_EQ(header(&msgs[0], "x-agentbus-dlq-offset", buf, sizeof(buf)), "1");
+        CHECK_STR_CONTAINS(header(&msgs[0], "x-agentbus-dlq-reason", buf, sizeof(buf)),
+                           "envelope");
+        CHECK_STR_EQ(header(&msgs[1], "x-agentbus-dlq-offset", buf, sizeof(buf)), "0");
+        CHECK_STR_CONTAINS(header(&msgs[1], "x-agentbus-dlq-reason", buf, sizeof(buf)),
+                           "the test says so");
+    }
+    free_msgs(msgs, n);
+    ab_consumer_stop(c);
+    ab_consumer_free(c);
+    kenv_teardown(&e);
+}
+
+TEST(kafka_async_pauses_at_max_in_flight)
+{
+    struct kenv e;
+    struct jobs j;
+    kenv_setup(&e, "async-full", 1, NULL);
+    for (int i = 0; i < 5; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "k%d", i);
+        REQUIRE(send_event(&e, key, i, NULL) == AB_OK);
+    }
+    struct ab_consumer *c = start_async(&e, &j, 2, 0);
+    CHECK(jobs_wait(&j, 2, 15000));
+    usleep(800 * 1000);
+    CHECK_INT_EQ(jobs_count(&j), 2);
+    jobs_done(&j, 0, AB_OK);
+    CHECK(jobs_wait(&j, 3, 5000));
+    usleep(500 * 1000);
+    CHECK_INT_EQ(jobs_count(&j), 3);
+    for (int i = 1; i < 5; i++) {
+        jobs_done(&j, i, AB_OK);
+        if (i + 1 < 5)
+            CHECK(jobs_wait(&j, i + 2 < 5 ? i + 2 : 5, 5000));
+    }
+    CHECK(wait_committed(c, &e, 5, 5000));
+    ab_consumer_stop(c);
+    ab_consumer_free(c);
+    kenv_teardown(&e);
+}
+
+/* A job still running when the drain time is up is abandoned, and its message goes to the
+ * next member; the jobs finished before are committed. */
+static void quiesce_ending_all(void *ud)
+{
+    struct jobs *j = ud;
+    atomic_store(&j->quiesced, 1);
+    pthread_mutex_lock(&j->lock);
+    int n = j->count;
+    pthread_mutex_unlock(&j->lock);
+    for (int i = 1; i < n; i++) { /* job 0 was done by the test */
+        if (ab_consumer_job_abandoned(j->items[i]))
+            atomic_fetch_add(&j->abandoned_at_quiesce, 1);
+        ab_consumer_job_done(j->items[i], AB_OK, NULL); /* too late: dropped */
+    }
+}
+
+TEST(kafka_async_stop_drains_then_abandons)
+{
+    struct kenv e;
+    struct jobs j;
+    char errstr[512], group[160];
+    char ids[2][AB_UUID_LEN + 1];
+    static const enum ab_topic topics[] = { AB_TOPIC_INGRESS };
+    kenv_setup(&e, "async-stop", 1, NULL);
+    REQUIRE(send_event(&e, "a", 0, ids[0]) == AB_OK);
+    REQUIRE(send_event(&e, "b", 1, ids[1]) == AB_OK);
+    memset(&j, 0, sizeof(j));
+    pthread_mutex_init(&j.lock, NULL);
+    group_name(&e, group, sizeof(group));
+    struct ab_consumer_options opts = {
+        .group_id = group, .client_id = "test-async", .topics = topics, .topic_count = 1,
+        .start = jobs_start, .quiesce = quiesce_ending_all, .handler_ud = &j,
+        .drain_timeout_ms = 600,
+    };
+    struct ab_consumer *c = NULL;
+    REQUIRE(ab_consumer_new(e.cfg, e.producer, &opts, &c, errstr, sizeof(errstr)) == AB_OK);
+    REQUIRE(ab_consumer_start(c) == AB_OK);
+    CHECK(jobs_wait(&j, 2, 15000));
+    jobs_done(&j, 0, AB_OK);
+    int64_t t0 = ab_monotonic_ms();
+    ab_consumer_stop(c);
+    int64_t took = ab_monotonic_ms() - t0;
+    CHECK(took >= 550);
+    CHECK_INT_EQ(atomic_load(&j.quiesced), 1);
+    CHECK_INT_EQ(atomic_load(&j.abandoned_at_quiesce), 1);
+    ab_consumer_free(c);
+
+    /* The next member gets only the abandoned message. */
+    struct recorder r;
+    recorder_init(&r);
+    struct ab_consumer *c2 = start_consumer(&e, group, &r);
+    CHECK(wait_count(&r, 1, 15000));
+    usleep(800 * 1000);
+    ab_consumer_stop(c2);
+    CHECK_INT_EQ(recorder_count(&r), 1);
+    CHECK_INT_EQ(times_seen(&r, ids[1], true), 1);
+    ab_consumer_free(c2);
+    kenv_teardown(&e);
+}

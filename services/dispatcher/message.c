@@ -9,6 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 
+/* data.hops counts the LLM-generated replies that led to a message; the LLM worker stops
+ * answering long before this. The bound only keeps a nonsense value out of the events. */
+#define HOPS_MAX 1000
+
 static const struct {
     const char *target_type;
     enum dispatch_route route;
@@ -61,12 +65,14 @@ static enum ab_err get_string(const json_t *obj, const char *where, const char *
     return AB_OK;
 }
 
+/* A UUID member of obj, canonical into out; out is "" when an optional one is absent. */
 static enum ab_err get_uuid(const json_t *obj, const char *where, const char *name,
-                            char out[AB_UUID_LEN + 1], char *reason, size_t size)
+                            bool required, char out[AB_UUID_LEN + 1], char *reason, size_t size)
 {
     const char *text;
-    enum ab_err err = get_string(obj, where, name, true, &text, reason, size);
-    if (err == AB_OK && !uuid_canonical(text, out)) {
+    enum ab_err err = get_string(obj, where, name, required, &text, reason, size);
+    out[0] = '\0';
+    if (err == AB_OK && text != NULL && !uuid_canonical(text, out)) {
         snprintf(reason, size, "message.sent: data.%s%s \"%.40s\" is not a UUID", where, name,
                  text);
         err = AB_ERR_INVALID;
@@ -84,23 +90,33 @@ static enum ab_err get_object(const json_t *obj, const char *name, const json_t 
     return AB_ERR_INVALID;
 }
 
-/* sender: the contract knows only agents as senders, and the routes store the sender as
- * an agent (sender_agent_id); a person's message would need a route of its own. */
+/* sender: an agent, which the routes store as sender_agent_id, or agentbus itself
+ * ("system"), which has no id and is stored by its name alone; a person's message would
+ * need a route of its own. A system sender with an id is refused rather than the id
+ * ignored: whoever wrote it meant something the routes would silently drop. */
 static enum ab_err parse_sender(const json_t *data, struct dispatch_message *m, char *reason,
                                 size_t size)
 {
-    const json_t *sender;
+    const json_t *sender, *id;
     const char *type;
     enum ab_err err = get_object(data, "sender", &sender, reason, size);
     if (!err)
         err = get_string(sender, "sender.", "type", true, &type, reason, size);
-    if (!err && strcmp(type, "agent") != 0) {
-        snprintf(reason, size, "message.sent: data.sender.type must be \"agent\", not \"%.40s\"",
+    if (err)
+        return err;
+    m->system_sender = strcmp(type, "system") == 0;
+    id = json_object_get(sender, "id");
+    if (!m->system_sender && strcmp(type, "agent") != 0) {
+        snprintf(reason, size,
+                 "message.sent: data.sender.type must be \"agent\" or \"system\", not \"%.40s\"",
                  type);
         err = AB_ERR_INVALID;
+    } else if (m->system_sender && id != NULL && !json_is_null(id)) {
+        snprintf(reason, size, "message.sent: a system sender has no data.sender.id");
+        err = AB_ERR_INVALID;
+    } else if (!m->system_sender) {
+        err = get_uuid(sender, "sender.", "id", true, m->sender_id, reason, size);
     }
-    if (!err)
-        err = get_uuid(sender, "sender.", "id", m->sender_id, reason, size);
     if (!err)
         err = get_string(sender, "sender.", "name", true, &m->sender_name, reason, size);
     if (!err && m->sender_name[0] == '\0') {
@@ -132,16 +148,31 @@ static enum ab_err parse_target(const json_t *data, struct dispatch_message *m, 
     m->route_name = target_types[i].route_name;
     m->agent_type = target_types[i].agent_type;
     m->target_kind = m->agent_type ? "agent" : "member";
-    err = get_uuid(target, "target.", "id", m->target_id, reason, size);
+    err = get_uuid(target, "target.", "id", true, m->target_id, reason, size);
     if (!err) /* the name is for people reading the events; nothing depends on it */
         err = get_string(target, "target.", "name", false, &name, reason, size);
     return err;
 }
 
-/* The optional fields: typed when present, so consumers downstream can trust them. */
+/* A system notice goes to an OpenClaw agent only: a native agent's LLM or a person would
+ * take it for a message from someone. It may name the conversation it is about (whether
+ * the target is part of it is PostgreSQL's to say). */
+static enum ab_err parse_notice(const json_t *data, struct dispatch_message *m, char *reason,
+                                size_t size)
+{
+    if (m->route != DISPATCH_ROUTE_INBOX) {
+        snprintf(reason, size, "message.sent: a system sender may only write to an openclaw_agent");
+        return AB_ERR_INVALID;
+    }
+    return get_uuid(data, "", "conversation_id", false, m->conversation_id, reason, size);
+}
+
+/* The optional fields: typed when present, so consumers downstream can trust them. hops,
+ * like the strings, is absent when null. */
 static enum ab_err parse_extras(const json_t *data, char *reason, size_t size)
 {
     const char *channel, *ignored;
+    const json_t *hops = json_object_get(data, "hops");
     enum ab_err err = get_string(data, "", "channel", false, &channel, reason, size);
     if (!err && channel && strcmp(channel, "agent") != 0 && strcmp(channel, "feishu") != 0) {
         snprintf(reason, size, "message.sent: data.channel must be \"agent\" or \"feishu\"");
@@ -151,6 +182,13 @@ static enum ab_err parse_extras(const json_t *data, char *reason, size_t size)
         err = get_string(data, "", "message_id", false, &ignored, reason, size);
     if (!err)
         err = get_string(data, "", "in_reply_to", false, &ignored, reason, size);
+    if (!err && hops != NULL && !json_is_null(hops) &&
+        (!json_is_integer(hops) || json_integer_value(hops) < 0 ||
+         json_integer_value(hops) > HOPS_MAX)) {
+        snprintf(reason, size, "message.sent: data.hops must be an integer between 0 and %d",
+                 HOPS_MAX);
+        err = AB_ERR_INVALID;
+    }
     return err;
 }
 
@@ -168,25 +206,30 @@ enum ab_err dispatch_message_parse(const struct ab_event *ev, struct dispatch_me
         snprintf(reason, size, "message.sent: data must be a JSON object");
         return AB_ERR_INVALID;
     }
-    enum ab_err err = get_uuid(ev->data, "", "tenant_id", m->tenant_id, reason, size);
+    enum ab_err err = get_uuid(ev->data, "", "tenant_id", true, m->tenant_id, reason, size);
     if (!err)
         err = parse_sender(ev->data, m, reason, size);
     if (!err)
         err = parse_target(ev->data, m, reason, size);
+    if (!err && m->system_sender)
+        err = parse_notice(ev->data, m, reason, size);
     if (!err)
         err = get_string(ev->data, "", "content", true, &m->content, reason, size);
     if (!err)
         err = parse_extras(ev->data, reason, size);
     if (err)
         return err;
-    if (m->agent_type != NULL && strcmp(m->sender_id, m->target_id) == 0) {
+    if (!m->system_sender && m->agent_type != NULL && strcmp(m->sender_id, m->target_id) == 0) {
         snprintf(reason, size, "message.sent: agent %s sends to itself", m->sender_id);
         return AB_ERR_INVALID;
     }
     /* The keys ingress gives the conversation (docs/events.md); canonical ids make the
-     * text order of the pair PostgreSQL's uuid order, as in conversations. */
+     * text order of the pair PostgreSQL's uuid order, as in conversations. A notice has no
+     * pair: it keeps the order of the notices to its target. */
     bool sender_low = strcmp(m->sender_id, m->target_id) < 0;
-    if (m->agent_type != NULL)
+    if (m->system_sender)
+        snprintf(m->conversation_key, sizeof(m->conversation_key), "system:%s", m->target_id);
+    else if (m->agent_type != NULL)
         snprintf(m->conversation_key, sizeof(m->conversation_key), "agents:%s:%s",
                  sender_low ? m->sender_id : m->target_id,
                  sender_low ? m->target_id : m->sender_id);

@@ -4,6 +4,7 @@
 #define DISPATCH_MESSAGE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/envelope.h"
@@ -23,21 +24,28 @@ struct dispatch_message {
     const char *route_name;  /* "inbox", "llm" or "notify": message.received's "route" */
     const char *target_kind; /* "agent" or "member" (for reasons) */
     const char *agent_type;  /* agents.type the target must have; NULL for a member */
+    /* sender.type "system": a notice from agentbus itself (the LLM worker saying a message
+     * could not be answered), only ever to an OpenClaw agent's inbox. It has no id
+     * (sender_id is ""), no conversation of its own and is no turn of one. */
+    bool system_sender;
     /* Ids as lower-case text, whatever case the event used, so that keys, derived ids and
      * PostgreSQL's uuid order agree. */
     char event_id[AB_UUID_LEN + 1];
     char tenant_id[AB_UUID_LEN + 1];
-    char sender_id[AB_UUID_LEN + 1];
+    char sender_id[AB_UUID_LEN + 1]; /* "" for a system sender */
     char target_id[AB_UUID_LEN + 1];
     const char *sender_name; /* borrowed from data */
     const char *content;     /* borrowed from data */
     char conversation_key[DISPATCH_KEY_MAX]; /* Kafka key of the conversation */
-    char conversation_id[AB_UUID_LEN + 1];   /* set by the route; "" when it has none */
+    /* Set by the route for an agent's message; for a system notice, data.conversation_id
+     * as given (checked by the route). "" when it has none. */
+    char conversation_id[AB_UUID_LEN + 1];
 };
 
 /* Reads ev (an agentbus.message.sent) into m, which borrows from ev: keep ev alive.
  * @returns AB_OK, or AB_ERR_INVALID with reason naming the field and what is wrong
- * (missing, wrong type, not a UUID, unknown target type, an agent writing to itself). */
+ * (missing, wrong type, not a UUID, unknown target type, an agent writing to itself, hops
+ * out of range, a system sender writing to anyone but an OpenClaw agent). */
 enum ab_err dispatch_message_parse(const struct ab_event *ev, struct dispatch_message *m,
                                    char *reason, size_t reason_size);
 

@@ -2,7 +2,8 @@
  *
  *  1. One PostgreSQL transaction: the journal entry, the check that sender and target are
  *     agents (or a member) of the event's tenant, and the route's own rows (conversation,
- *     chat message, inbox row). Either all of it commits or none.
+ *     chat message, inbox row). Either all of it commits or none. A system notice has no
+ *     sender to check and writes only the inbox row: it is no turn of a conversation.
  *  2. Only after the commit, the events the route produces, each with an id derived from
  *     the message's id and acknowledged by Kafka before the offset is stored.
  *
@@ -32,6 +33,11 @@ static const char *const agent_sql =
     "SELECT type FROM agents WHERE id = $1 AND tenant_id = $2 FOR KEY SHARE";
 static const char *const member_sql =
     "SELECT 'member' FROM org_members WHERE id = $1 AND tenant_id = $2 FOR KEY SHARE";
+/* A conversation of tenant $2 that agent $3 takes part in; locked like the agents, so the
+ * inbox row never points at a conversation deleted meanwhile. */
+static const char *const conversation_sql =
+    "SELECT 1 FROM conversations WHERE id = $1 AND tenant_id = $2"
+    " AND $3::uuid IN (agent_low, agent_high) FOR KEY SHARE";
 
 /* The type of the agent (or "member") id in tenant_id, or "" when there is none. */
 static enum ab_err party_type(PGconn *conn, const char *sql, const char *id,
@@ -54,11 +60,14 @@ static enum ab_err check_parties(PGconn *conn, const struct dispatch_message *m,
                                  size_t size)
 {
     char type[PARTY_TYPE_MAX];
-    enum ab_err err = party_type(conn, agent_sql, m->sender_id, m->tenant_id, type, reason, size);
-    if (!err && type[0] == '\0') {
-        snprintf(reason, size, "message.sent: sender agent %s does not exist in tenant %s",
-                 m->sender_id, m->tenant_id);
-        return AB_ERR_INVALID;
+    enum ab_err err = AB_OK;
+    if (!m->system_sender) { /* agentbus itself is no agent of any tenant */
+        err = party_type(conn, agent_sql, m->sender_id, m->tenant_id, type, reason, size);
+        if (!err && type[0] == '\0') {
+            snprintf(reason, size, "message.sent: sender agent %s does not exist in tenant %s",
+                     m->sender_id, m->tenant_id);
+            return AB_ERR_INVALID;
+        }
     }
     if (!err)
         err = party_type(conn, m->agent_type ? agent_sql : member_sql, m->target_id,
@@ -76,28 +85,57 @@ static enum ab_err check_parties(PGconn *conn, const struct dispatch_message *m,
     return err;
 }
 
-/* The chat message and the inbox row the target finds at its next poll; both keyed by the
- * event id, so a redelivery inserts nothing (and a row already leased or completed stays
- * as it is). A new row also notifies AB_DB_CHANNEL_GATEWAY_INBOX with the target's id,
- * which wakes its long polls in ingress: PostgreSQL sends the notification at commit, and
- * not at all on a rollback, so a woken poll always finds the row (a redelivery inserts
- * nothing and so notifies nothing). */
-static enum ab_err write_inbox(PGconn *conn, const struct dispatch_message *m, char *reason,
-                               size_t size)
+/* The conversation a system notice names must be one its target is part of, in the
+ * event's tenant: the notice shows up in that conversation of the target's inbox. */
+static enum ab_err check_notice_conversation(PGconn *conn, const struct dispatch_message *m,
+                                             char *reason, size_t size)
+{
+    PGresult *res = NULL;
+    const char *const params[] = { m->conversation_id, m->tenant_id, m->target_id };
+    enum ab_err err = ab_db_exec(conn, conversation_sql, 3, params, &res, reason, size);
+    if (err)
+        return err;
+    if (PQntuples(res) == 0) {
+        snprintf(reason, size,
+                 "message.sent: data.conversation_id %s is not a conversation of agent %s in "
+                 "tenant %s",
+                 m->conversation_id, m->target_id, m->tenant_id);
+        err = AB_ERR_INVALID;
+    }
+    PQclear(res);
+    return err;
+}
+
+/* The agent's message as a turn of the agents' conversation, keyed by the event id, so a
+ * redelivery inserts nothing. */
+static enum ab_err write_chat_message(PGconn *conn, const struct dispatch_message *m,
+                                      char *reason, size_t size)
 {
     const char *const chat[] = { m->event_id,  m->tenant_id,   m->conversation_id,
                                  m->sender_id, m->sender_name, m->content };
-    enum ab_err err = ab_db_exec(conn,
-                                 "INSERT INTO chat_messages (id, tenant_id, conversation_id, role,"
-                                 " sender_agent_id, sender_name, content)"
-                                 " VALUES ($1, $2, $3, 'user', $4, $5, $6)"
-                                 " ON CONFLICT (id) DO NOTHING",
-                                 6, chat, NULL, reason, size);
-    if (err)
-        return err;
-    const char *const inbox[] = { m->event_id,      m->tenant_id,   m->target_id,
-                                  m->sender_id,     m->sender_name, m->conversation_id,
-                                  m->content,       AB_DB_CHANNEL_GATEWAY_INBOX };
+    return ab_db_exec(conn,
+                      "INSERT INTO chat_messages (id, tenant_id, conversation_id, role,"
+                      " sender_agent_id, sender_name, content)"
+                      " VALUES ($1, $2, $3, 'user', $4, $5, $6)"
+                      " ON CONFLICT (id) DO NOTHING",
+                      6, chat, NULL, reason, size);
+}
+
+/* The inbox row the target finds at its next poll, keyed by the event id, so a redelivery
+ * inserts nothing (and a row already leased or completed stays as it is). A system notice
+ * has no sender id (NULL, which ingress's poll shows as an agent's message named by
+ * sender_name) and perhaps no conversation. A new row also notifies
+ * AB_DB_CHANNEL_GATEWAY_INBOX with the target's id, which wakes its long polls in ingress:
+ * PostgreSQL sends the notification at commit, and not at all on a rollback, so a woken
+ * poll always finds the row (a redelivery inserts nothing and so notifies nothing). */
+static enum ab_err write_inbox(PGconn *conn, const struct dispatch_message *m, char *reason,
+                               size_t size)
+{
+    const char *sender_id = m->system_sender ? NULL : m->sender_id;
+    const char *conversation_id = m->conversation_id[0] ? m->conversation_id : NULL;
+    const char *const inbox[] = { m->event_id, m->tenant_id,   m->target_id,
+                                  sender_id,   m->sender_name, conversation_id,
+                                  m->content,  AB_DB_CHANNEL_GATEWAY_INBOX };
     return ab_db_exec(conn,
                       "WITH added AS (INSERT INTO gateway_messages (id, tenant_id, agent_id,"
                       " sender_agent_id, sender_name, conversation_id, content, status)"
@@ -108,15 +146,18 @@ static enum ab_err write_inbox(PGconn *conn, const struct dispatch_message *m, c
 }
 
 /* The journal entry and the route's rows (for a native agent: only the conversation,
- * whose id the LLM request carries). */
+ * whose id the LLM request carries; for a system notice: only the inbox row, in the
+ * conversation it named, which it neither creates nor moves on). */
 static enum ab_err write_route(PGconn *conn, const struct ab_consumed *msg,
                                struct dispatch_message *m, char *reason, size_t size)
 {
     enum ab_err err = dispatch_journal(conn, msg, reason, size);
-    if (!err && m->agent_type != NULL)
+    if (!err && m->agent_type != NULL && !m->system_sender)
         err = dispatch_conversation_of_agents(conn, m->tenant_id, m->sender_id, m->target_id,
                                               msg->event->time, m->conversation_id, reason,
                                               size);
+    if (!err && m->route == DISPATCH_ROUTE_INBOX && !m->system_sender)
+        err = write_chat_message(conn, m, reason, size);
     if (!err && m->route == DISPATCH_ROUTE_INBOX)
         err = write_inbox(conn, m, reason, size);
     return err;
@@ -130,6 +171,8 @@ static enum ab_err store(PGconn *conn, const struct ab_consumed *msg, struct dis
     enum ab_err err = ab_db_begin(conn, reason, size);
     if (!err)
         err = check_parties(conn, m, reason, size);
+    if (!err && m->system_sender && m->conversation_id[0] != '\0')
+        err = check_notice_conversation(conn, m, reason, size);
     if (!err) {
         err = write_route(conn, msg, m, reason, size);
         if (err == AB_ERR_INVALID) {
@@ -182,16 +225,20 @@ static json_t *data_with(const struct dispatch_message *m, const char *name, jso
     return copy;
 }
 
-/* Step 2: the route's own event, then agentbus.message.received for everyone else. */
+/* Step 2: the route's own event, then agentbus.message.received for everyone else. The
+ * LLM request names the message it answers (message_event_id): the worker stores the user
+ * turn under that id, so a message is in the history once however often it is answered. */
 static enum ab_err publish_all(struct dispatch_ctx *ctx, const struct ab_event *in,
                                const struct dispatch_message *m, char *reason, size_t size)
 {
     enum ab_err err = AB_OK;
     const char *conv = m->conversation_id[0] ? m->conversation_id : NULL;
     if (m->route == DISPATCH_ROUTE_LLM) {
+        json_t *request = data_with(m, "conversation_id", json_string(conv));
+        if (request != NULL)
+            json_object_set_new(request, "message_event_id", json_string(m->event_id));
         err = publish(ctx, in, m, AB_TOPIC_LLM_REQUESTS, "agentbus.llm.request", "llm",
-                      m->conversation_key, data_with(m, "conversation_id", json_string(conv)),
-                      reason, size);
+                      m->conversation_key, request, reason, size);
     } else if (m->route == DISPATCH_ROUTE_NOTIFY) {
         char key[DISPATCH_KEY_MAX];
         snprintf(key, sizeof(key), "member:%s", m->target_id);
@@ -225,8 +272,9 @@ enum ab_err dispatch_message_sent(struct dispatch_ctx *ctx, const struct ab_cons
         err = publish_all(ctx, msg->event, &m, reason, size);
     if (err == AB_OK) {
         ab_metric_inc(ctx->m_routed, (const char *const[]){ m.route_name, NULL }, 1);
-        ab_debug("message %s from %s routed to %s %s (%s)", m.event_id, m.sender_id,
-                 m.target_kind, m.target_id, m.route_name);
+        ab_debug("message %s from %s routed to %s %s (%s)", m.event_id,
+                 m.system_sender ? "the system" : m.sender_id, m.target_kind, m.target_id,
+                 m.route_name);
     }
     return err;
 }

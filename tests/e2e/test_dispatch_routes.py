@@ -1,6 +1,7 @@
 """The dispatcher's routes for agentbus.message.sent (docs/events.md): an OpenClaw agent's
 inbox, an LLM request for a native agent, a Feishu notification for a member, and
-agentbus.message.received after each. Envelopes are built by hand and put on
+agentbus.message.received after each; and the system notices the LLM worker leaves in an
+OpenClaw agent's inbox. Envelopes are built by hand and put on
 agentbus.ingress directly, so every test controls the exact bytes the dispatcher sees
 (duplicates, malformed data, other tenants) without depending on ingress."""
 import datetime
@@ -14,7 +15,7 @@ import threading
 import time
 import uuid
 
-from conftest import ROOT, free_port, wait_until
+from conftest import ADMIN_TOKEN, ROOT, free_port, http, wait_until
 
 
 def derive(name):
@@ -48,6 +49,11 @@ class World:
         return self.stack.sql(f"INSERT INTO org_members (tenant_id, name, feishu_open_id) VALUES "
                               f"('{tenant or self.tenant}', '{name}', 'ou_{uuid.uuid4().hex[:8]}') RETURNING id")
 
+    def conversation(self, a, b, tenant=None):
+        low, high = sorted([a, b])
+        return self.stack.sql(f"INSERT INTO conversations (tenant_id, kind, agent_low, agent_high) VALUES "
+                              f"('{tenant or self.tenant}', 'agent_agent', '{low}', '{high}') RETURNING id")
+
 
 def message(tenant, sender, sender_name, target, target_type, content, target_name="bob"):
     return {
@@ -59,6 +65,20 @@ def message(tenant, sender, sender_name, target, target_type, content, target_na
         "message_id": None,
         "in_reply_to": None,
     }
+
+
+def notice(tenant, target, content, conversation=None, target_type="openclaw_agent"):
+    """What the LLM worker sends when it cannot answer: from agentbus itself, no sender id."""
+    data = {
+        "tenant_id": tenant,
+        "sender": {"type": "system", "name": "agentbus"},
+        "target": {"type": target_type, "id": target, "name": "bob"},
+        "channel": "agent",
+        "content": content,
+    }
+    if conversation is not None:
+        data["conversation_id"] = conversation
+    return data
 
 
 def envelope(data, event_id=None, subject=None, type_="agentbus.message.sent"):
@@ -81,6 +101,10 @@ def consume(stack, base, n, timeout_ms=20000):
     for m in msgs:
         m["event"] = json.loads(m["value"]) if m["value"] else None
     return msgs
+
+
+def in_inbox(stack, event_id):
+    return stack.sql(f"SELECT count(*) FROM gateway_messages WHERE id = '{event_id}'") == "1"
 
 
 def inbox_row(stack, event_id):
@@ -180,7 +204,8 @@ def test_native_target_becomes_an_llm_request_keyed_by_conversation(stack):
     ev = req["event"]
     assert ev["type"] == "agentbus.llm.request" and ev["id"] == derive(f"{event_id}:llm")
     assert req["key"] == pair_key(alice, nat)
-    assert ev["data"] == {**data, "conversation_id": conversation}
+    # message_event_id: the worker stores the user turn under it, so history holds it once.
+    assert ev["data"] == {**data, "conversation_id": conversation, "message_event_id": event_id}
     assert stack.sql(f"SELECT agent_low || '|' || agent_high FROM conversations WHERE id = '{conversation}'") \
         == "|".join(sorted([alice, nat]))
     # The native agent has no inbox: the LLM worker answers for it.
@@ -190,6 +215,28 @@ def test_native_target_becomes_an_llm_request_keyed_by_conversation(stack):
     assert received["event"]["id"] == derive(f"{event_id}:received")
     assert received["event"]["data"] == {**data, "route": "llm", "conversation_id": conversation}
     assert dispatcher.metric("agentbus_dispatcher_routed_total", {"route": "llm"}) == 1
+
+
+def test_hops_and_the_canonical_message_event_id_pass_through_to_the_llm_request(stack):
+    stack.start("dispatcher")
+    w = World(stack)
+    alice, nat = w.agent("alice"), w.agent("nat", "native")
+    key = pair_key(alice, nat)
+    sent = []
+    for hops in (0, 7, 1000):
+        data = message(w.tenant, alice, "alice", nat, "native_agent", f"hop {hops}", target_name="nat")
+        data["hops"] = hops
+        event_id = str(uuid.uuid4()).upper()  # the event's spelling; the request names it canonically
+        sent.append((send(stack, envelope(data, event_id=event_id), key), data))
+    requests = consume(stack, "agentbus.llm.requests", len(sent))
+    assert len(requests) == len(sent)
+    conversation = stack.sql("SELECT id FROM conversations")
+    for req, (event_id, data) in zip(requests, sent):  # one key, one partition: in order
+        ev = req["event"]
+        assert ev["id"] == derive(f"{event_id.lower()}:llm")
+        assert ev["data"] == {**data, "conversation_id": conversation, "message_event_id": event_id.lower()}
+    received = consume(stack, "agentbus.events", len(sent))
+    assert [r["event"]["data"]["hops"] for r in received] == [0, 7, 1000]
 
 
 def test_member_target_becomes_a_feishu_notification_keyed_by_member(stack):
@@ -235,7 +282,18 @@ def test_malformed_messages_are_dead_lettered_with_a_reason_and_the_partition_fl
         (envelope(variant(tenant_id="not-a-uuid")), "data.tenant_id \"not-a-uuid\" is not a UUID"),
         (envelope(variant(sender__id=7)), "data.sender.id must be a string"),
         (envelope(variant(sender__name="")), "data.sender.name is empty"),
-        (envelope(variant(sender__type="member")), "data.sender.type must be \"agent\""),
+        (envelope(variant(sender__type="member")), "data.sender.type must be \"agent\" or \"system\""),
+        (envelope(variant(hops="x")), "data.hops must be an integer between 0 and 1000"),
+        (envelope(variant(hops=-1)), "data.hops must be an integer between 0 and 1000"),
+        (envelope(variant(hops=1001)), "data.hops must be an integer between 0 and 1000"),
+        (envelope(variant(hops=1.5)), "data.hops must be an integer between 0 and 1000"),
+        (envelope(variant(hops=True)), "data.hops must be an integer between 0 and 1000"),
+        (envelope(variant(sender={"type": "system", "name": ""})), "data.sender.name is empty"),
+        (envelope(variant(sender={"type": "system"})), "data.sender.name is missing"),
+        (envelope(variant(sender={"type": "system", "id": alice, "name": "agentbus"})),
+         "a system sender has no data.sender.id"),
+        (envelope(notice(w.tenant, bob, "hi", conversation="nope")), "data.conversation_id \"nope\" is not a UUID"),
+        (envelope(notice(w.tenant, bob, "hi", conversation=7)), "data.conversation_id must be a string"),
         (envelope(variant(target=KeyError)), "data.target must be an object"),
         (envelope(variant(target__type="robot")), "data.target.type \"robot\" is not one of"),
         (envelope(variant(target__id=bob[:-1])), "is not a UUID"),
@@ -264,6 +322,131 @@ def test_malformed_messages_are_dead_lettered_with_a_reason_and_the_partition_fl
     assert stack.sql("SELECT count(*) FROM gateway_messages") == "1"
     assert stack.sql("SELECT count(*) FROM event_log") == "1"
     assert stack.sql("SELECT count(*) FROM conversations") == "1"
+
+
+def poll(stack, agent, wait=5):
+    """The agent's gateway poll, with a key issued for it, as an OpenClaw agent would."""
+    status, body, _ = http("POST", f"{stack.api}/api/gateway/agents/{agent}/api-key", b"",
+                           {"Authorization": "Bearer " + ADMIN_TOKEN})
+    assert status == 201, body
+    status, body, _ = http("GET", f"{stack.api}/api/gateway/poll?wait={wait}", None,
+                           {"X-Api-Key": body["api_key"]})
+    assert status == 200, body
+    return body["messages"]
+
+
+def test_a_system_notice_lands_in_the_inbox_as_no_turn_of_the_conversation(stack):
+    stack.start("ingress")
+    dispatcher = stack.start("dispatcher")
+    w = World(stack)
+    alice, bob = w.agent("alice"), w.agent("bob")
+    first = send(stack, envelope(message(w.tenant, alice, "alice", bob, "openclaw_agent", "hello bob")),
+                 pair_key(alice, bob))
+    wait_until(lambda: inbox_row(stack, first), 30, what="alice's message")
+    conversation = stack.sql("SELECT id FROM conversations")
+    last_message_at = stack.sql("SELECT last_message_at FROM conversations")
+
+    key = f"system:{bob}"
+    # The conversation in any letter case names the same conversation.
+    about = notice(w.tenant, bob, "nat could not answer your message", conversation=conversation.upper())
+    loose = notice(w.tenant, bob, "a notice about nothing in particular")
+    about_id, loose_id = send(stack, envelope(about, subject=bob), key), send(stack, envelope(loose), key)
+    wait_until(lambda: in_inbox(stack, about_id) and in_inbox(stack, loose_id), 30, what="both notices")
+
+    row = stack.sql("SELECT agent_id || '|' || coalesce(sender_agent_id::text, 'null') || '|'"
+                    " || coalesce(sender_member_id::text, 'null') || '|' || sender_name || '|' || status"
+                    " || '|' || coalesce(conversation_id::text, 'null') || '|' || content FROM gateway_messages"
+                    f" WHERE id IN ('{about_id}', '{loose_id}') ORDER BY content")
+    assert row.splitlines() == [f"{bob}|null|null|agentbus|pending|null|a notice about nothing in particular",
+                                f"{bob}|null|null|agentbus|pending|{conversation}|nat could not answer your message"]
+    # A notice is no turn of the conversation: no chat message, and the conversation stands still.
+    assert stack.sql("SELECT count(*) FROM chat_messages") == "1"
+    assert stack.sql("SELECT count(*) FROM conversations") == "1"
+    assert stack.sql("SELECT last_message_at FROM conversations") == last_message_at
+    assert stack.journaled(about_id) and stack.journaled(loose_id)
+
+    messages = {m["content"]: m for m in poll(stack, bob)}
+    assert set(messages) == {"hello bob", about["content"], loose["content"]}
+    shown = messages[about["content"]]
+    assert shown["sender_agent_name"] == "agentbus" and shown["sender_user_name"] is None
+    assert shown["conversation_id"] == conversation
+    assert [(h["role"], h["sender_name"], h["content"]) for h in shown["history"]] == [("user", "alice", "hello bob")]
+    assert messages[loose["content"]]["sender_agent_name"] == "agentbus"
+    assert messages[loose["content"]]["conversation_id"] is None
+
+    events = consume(stack, "agentbus.events", 3)
+    by_id = {e["event"]["id"]: e for e in events}
+    announced = by_id[derive(f"{about_id}:received")]
+    assert announced["key"] == key and announced["event"]["subject"] == bob
+    assert announced["event"]["data"] == {**about, "route": "inbox", "conversation_id": conversation}
+    assert by_id[derive(f"{loose_id}:received")]["event"]["data"] == {**loose, "route": "inbox",
+                                                                       "conversation_id": None}
+    assert dispatcher.metric("agentbus_dispatcher_routed_total", {"route": "inbox"}) == 3
+
+
+def test_a_redelivered_system_notice_makes_one_inbox_row(stack):
+    dispatcher = stack.start("dispatcher")
+    w = World(stack)
+    bob = w.agent("bob")
+    key = f"system:{bob}"
+    env = envelope(notice(w.tenant, bob, "once"))
+    send(stack, env, key)
+    send(stack, env, key)
+    later = send(stack, envelope(notice(w.tenant, bob, "later")), key)  # same key: after both copies
+    wait_until(lambda: in_inbox(stack, later), 30, what="the later notice")
+    wait_until(lambda: dispatcher.metric("agentbus_dispatcher_routed_total", {"route": "inbox"}) == 3, 10,
+               what="three deliveries routed")
+    assert stack.sql(f"SELECT count(*) FROM gateway_messages WHERE id = '{env['id']}'") == "1"
+    assert stack.sql("SELECT count(*) FROM gateway_messages") == "2"
+    assert stack.sql("SELECT count(*) FROM event_log") == "2"
+    assert stack.sql("SELECT count(*) FROM chat_messages") == "0"
+    assert stack.sql("SELECT count(*) FROM conversations") == "0"
+    ids = [m["event"]["id"] for m in consume(stack, "agentbus.events", 3)]
+    assert sorted(ids) == sorted([derive(f"{env['id']}:received")] * 2 + [derive(f"{later}:received")])
+
+
+def test_a_system_sender_writes_only_to_an_openclaw_agent_in_its_own_conversations(stack):
+    stack.start("dispatcher")
+    w = World(stack)
+    alice, bob, carol = w.agent("alice"), w.agent("bob"), w.agent("carol")
+    nat, mary = w.agent("nat", "native"), w.member("mary")
+    eve, mallory = w.agent("eve", tenant=w.other_tenant), w.agent("mallory", tenant=w.other_tenant)
+    theirs = w.conversation(eve, mallory, tenant=w.other_tenant)
+    not_bobs = w.conversation(alice, carol)
+    bobs = w.conversation(alice, bob)
+    unknown = str(uuid.uuid4())
+
+    cases = [
+        (notice(w.tenant, nat, "hi", target_type="native_agent"), "a system sender may only write to an openclaw_agent"),
+        (notice(w.tenant, mary, "hi", target_type="member"), "a system sender may only write to an openclaw_agent"),
+        (notice(w.tenant, nat, "hi"), f"target agent {nat} is a native agent, not openclaw"),
+        (notice(w.tenant, eve, "hi"), f"target agent {eve} does not exist in tenant {w.tenant}"),
+        (notice(w.tenant, bob, "hi", conversation=theirs),
+         f"data.conversation_id {theirs} is not a conversation of agent {bob} in tenant {w.tenant}"),
+        (notice(w.tenant, bob, "hi", conversation=not_bobs),
+         f"data.conversation_id {not_bobs} is not a conversation of agent {bob} in tenant {w.tenant}"),
+        (notice(w.tenant, bob, "hi", conversation=unknown), f"data.conversation_id {unknown} is not a conversation"),
+        # Fine: eve's own conversation, in her tenant, in any letter case.
+        (notice(w.other_tenant, eve, "hi", conversation=theirs.upper()), None),
+    ]
+    key = f"system:{bob}"
+    envs = [envelope(data) for data, _ in cases]
+    for env in envs:
+        send(stack, env, key)
+    good = send(stack, envelope(notice(w.tenant, bob, "fine", conversation=bobs)), key)  # after them all
+
+    wait_until(lambda: in_inbox(stack, good), 30, what="the good notice behind the bad ones")
+    bad = [(env, expected) for env, (_, expected) in zip(envs, cases) if expected]
+    dead = consume(stack, "agentbus.ingress.dlq", len(bad))
+    assert len(dead) == len(bad)
+    by_id = {d["event"]["id"]: d["headers"]["x-agentbus-dlq-reason"] for d in dead}
+    for env, expected in bad:
+        assert expected in by_id[env["id"]], (expected, by_id[env["id"]])
+    # Nothing of a dead-lettered notice was written; the two good ones were.
+    assert stack.sql("SELECT string_agg(agent_id || ':' || conversation_id, ',' ORDER BY content)"
+                     " FROM gateway_messages") == f"{bob}:{bobs},{eve}:{theirs}"
+    assert stack.sql("SELECT count(*) FROM event_log") == "2"
+    assert stack.sql("SELECT count(*) FROM chat_messages") == "0"
 
 
 def test_agents_of_another_tenant_or_deleted_are_refused(stack):

@@ -141,6 +141,7 @@ static const struct field llm_model_fields[] = {
     FIELD_INT("idle_timeout_ms", 1, INT_MAX),
     FIELD_INT("total_timeout_ms", 1, INT_MAX),
     FIELD_INT("max_concurrency", 1, INT_MAX),
+    FIELD_BOOL("stream"),
     FIELD_BOOL("enabled"),
     FIELD_TIME("created_at"),
     FIELD_TIME("updated_at"),

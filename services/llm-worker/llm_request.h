@@ -1,13 +1,36 @@
-/* The llm-worker's handling of one event from agentbus.llm.requests. */
+/* What an agentbus.llm.request says (docs/events.md): the agentbus.message.sent the
+ * dispatcher routed to a native agent, plus the conversation it belongs to. Read and
+ * checked before anything is written or called, so a malformed request is dead-lettered
+ * with a reason instead of failing half-way. */
 #ifndef LLMW_LLM_REQUEST_H
 #define LLMW_LLM_REQUEST_H
 
-#include "common/kafka_consumer.h"
+#include <jansson.h>
+#include <stddef.h>
 
-/* Handles an LLM request event. The provider calls arrive with the LLM-worker issue; until
- * then every request is refused with a reason and so kept, replayable, in the
- * dead-letter topic rather than dropped. */
-enum ab_err llmw_handle(void *ud, const struct ab_consumed *msg, char *reason,
-                        size_t reason_size);
+#include "common/envelope.h"
+#include "common/errors.h"
+#include "common/util.h"
+
+#define LLMW_LLM_REQUEST_TYPE "agentbus.llm.request"
+#define LLMW_MAX_HOPS_LIMIT 1000
+
+struct llmw_request {
+    /* Ids in lower case, as PostgreSQL prints them and as derived ids are built from. */
+    char event_id[AB_UUID_LEN + 1];         /* the llm.request's id: our idempotency key */
+    char message_event_id[AB_UUID_LEN + 1]; /* the message.sent's id: the user turn's id */
+    char tenant_id[AB_UUID_LEN + 1];
+    char sender_id[AB_UUID_LEN + 1];
+    char target_id[AB_UUID_LEN + 1];
+    char conversation_id[AB_UUID_LEN + 1];
+    const char *sender_name; /* borrowed from the event's data */
+    const char *content;     /* borrowed */
+    int hops;                /* answers that led to this message (0 when absent) */
+};
+
+/* Reads ev into r, which borrows from ev: keep ev alive.
+ * @returns AB_OK, or AB_ERR_INVALID with reason naming the field and what is wrong. */
+enum ab_err llmw_request_parse(const struct ab_event *ev, struct llmw_request *r, char *reason,
+                               size_t reason_size);
 
 #endif

@@ -1,0 +1,31 @@
+/* The chat messages one LLM request sends: the answering agent's role description as the
+ * system prompt, the last turns of its conversation with the sender (as seen by the
+ * answering agent: its own turns are "assistant", the sender's "user"; nothing else, so
+ * no row can carry a role a provider refuses, Clawith's tool_call bug), and the new message
+ * with the agent-to-agent notice that the reply goes straight back to the sender. Pure. */
+#ifndef LLMW_PROMPT_H
+#define LLMW_PROMPT_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct llmw_turn {
+    bool from_agent;     /* written by the answering agent (role "assistant") */
+    const char *content;
+};
+
+struct llmw_prompt {
+    const char *agent_name;       /* the native agent that answers */
+    const char *role_description; /* may be "" */
+    const char *sender_name;      /* the agent whose message this is */
+    const struct llmw_turn *history; /* oldest first; the new message not included */
+    size_t history_count;
+    const char *content;          /* the new message */
+};
+
+/* The "messages" array of a chat completion request. @ownership the caller owns it;
+ * allocation failure aborts. */
+json_t *llmw_prompt_messages(const struct llmw_prompt *p);
+
+#endif

@@ -148,9 +148,12 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             error = rd_kafka_incremental_assign(rk, parts);
         else
             rd_kafka_assign(rk, parts);
-        /* Partitions joining while the consumer is full join paused too. */
-        if (c->paused_all)
-            set_all_paused(c, parts, true);
+        /* Async: a partition joins paused exactly when the consumer is full. The pause is
+         * ours and outlives an assignment (librdkafka keeps it across unassign and assign),
+         * so a partition revoked while the consumer was full would come back paused for
+         * good if it were not resumed here. */
+        if (c->start != NULL)
+            set_all_paused(c, parts, c->paused_all);
         atomic_fetch_add(&c->assigned, parts->cnt);
         atomic_store(&c->joined, true);
         ab_info("kafka consumer %s: assigned %d partitions (%d in all)", c->group_id, parts->cnt,

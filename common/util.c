@@ -160,6 +160,85 @@ static void out_of_memory(size_t size)
     abort();
 }
 
+/* The length of the valid UTF-8 sequence at s (1 to 4), 0 when there is none; *cut is set
+ * when s holds a valid start that the string's end cuts short. */
+static size_t utf8_sequence(const unsigned char *s, bool *cut)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range (RFC 3629's table) */
+    *cut = false;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF)
+        len = 2;
+    else if (c >= 0xE0 && c <= 0xEF)
+        len = 3;
+    else if (c >= 0xF0 && c <= 0xF4)
+        len = 4;
+    else
+        return 0;
+    if (c == 0xE0)
+        lo = 0xA0; /* no overlong forms */
+    else if (c == 0xED)
+        hi = 0x9F; /* no surrogates */
+    else if (c == 0xF0)
+        lo = 0x90;
+    else if (c == 0xF4)
+        hi = 0x8F; /* nothing beyond U+10FFFF */
+    for (size_t i = 1; i < len; i++) {
+        if (s[i] == '\0') {
+            *cut = true;
+            return 0;
+        }
+        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF))
+            return 0;
+    }
+    return len;
+}
+
+bool ab_utf8_sanitize(char *s)
+{
+    bool valid = true;
+    unsigned char *p = (unsigned char *)s;
+    while (*p != '\0') {
+        bool cut;
+        size_t len = utf8_sequence(p, &cut);
+        if (len > 0) {
+            p += len;
+            continue;
+        }
+        valid = false;
+        if (cut) {
+            *p = '\0'; /* a character the end cut short: drop it */
+            break;
+        }
+        *p++ = '?';
+    }
+    return valid;
+}
+
+size_t ab_redact(char *s, const char *secret)
+{
+    size_t n = 0, len = secret ? strlen(secret) : 0;
+    if (len < 4)
+        return 0;
+    for (char *hit = strstr(s, secret); hit != NULL; hit = strstr(hit + 3, secret)) {
+        memmove(hit + 3, hit + len, strlen(hit + len) + 1); /* "***" is never longer */
+        memcpy(hit, "***", 3);
+        n++;
+    }
+    size_t s_len = strlen(s);
+    for (size_t k = len - 1; k >= 4; k--) { /* the longest start of secret that ends s */
+        if (k <= s_len && memcmp(s + s_len - k, secret, k) == 0) {
+            memcpy(s + s_len - k, "***", 4);
+            n++;
+            break;
+        }
+    }
+    return n;
+}
+
 void *ab_xmalloc(size_t size)
 {
     void *p = malloc(size ? size : 1);

@@ -28,6 +28,20 @@ void ab_time_rfc3339(int64_t wall_ms, char out[32]);
 /* Parses an RFC 3339 timestamp (any offset, optional fraction). @returns false if invalid. */
 bool ab_time_parse_rfc3339(const char *text, int64_t *wall_ms);
 
+/* Makes the NUL-terminated s valid UTF-8 in place: a sequence cut at the end (snprintf into
+ * a fixed buffer cuts by bytes) is dropped, every other byte that does not belong to a valid
+ * sequence (overlong forms, surrogates, beyond U+10FFFF) becomes '?'. For text assembled
+ * from several sources that goes on into JSON (jansson refuses invalid UTF-8) or
+ * PostgreSQL (which refuses it too). @returns true when s was valid already. */
+bool ab_utf8_sanitize(char *s);
+
+/* Replaces, in place, every occurrence of secret in s with "***", and a start of it (4
+ * bytes or more) that ends s, as a cut text leaves it (a secret shorter than 4 bytes is
+ * left alone: it would match everywhere). For text from elsewhere (an upstream's error
+ * message that quotes the key it was sent) on its way to logs or events.
+ * @returns the number of places replaced. */
+size_t ab_redact(char *s, const char *secret);
+
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void ab_hex(const void *bytes, size_t n, char *out);
 

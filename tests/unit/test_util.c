@@ -7,6 +7,7 @@
 #include "common/topics.h"
 #include "common/util.h"
 
+#include <jansson.h>
 #include <time.h>
 
 static int compare_ids(const void *a, const void *b)
@@ -410,4 +411,108 @@ TEST(util_topic_dlq_name)
     CHECK_INT_EQ(ab_topic_dlq_name(NULL, "abcdefghijklmnopqrstuv", small, sizeof(small)), 0);
     CHECK_STR_EQ(small, "abcdefghijklmnopqrstuv.dlq");
     CHECK_INT_EQ(ab_topic_dlq_name(NULL, "abcdefghijklmnopqrstuvw", small, sizeof(small)), -1);
+}
+
+/* sanitize(in) into a buffer, with the result: what the function left and whether it said
+ * the input was valid. */
+static bool sanitized(const char *in, char *out, size_t size)
+{
+    snprintf(out, size, "%s", in);
+    return ab_utf8_sanitize(out);
+}
+
+TEST(util_utf8_sanitize_keeps_valid_text)
+{
+    char buf[128];
+    const char *valid[] = { "", "plain ascii", "caf\xc3\xa9", "\xe4\xb8\xad\xe6\x96\x87",
+                            "\xf0\x9f\x98\x80 emoji", "\xe2\x80\xa8 line separator",
+                            "\xf4\x8f\xbf\xbf max", "\xed\x9f\xbf below surrogates" };
+    for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
+        CHECK(sanitized(valid[i], buf, sizeof(buf)));
+        CHECK_STR_EQ(buf, valid[i]);
+    }
+}
+
+TEST(util_utf8_sanitize_drops_a_sequence_cut_at_the_end)
+{
+    char buf[128];
+    CHECK(!sanitized("caf\xc3", buf, sizeof(buf)));
+    CHECK_STR_EQ(buf, "caf");
+    CHECK(!sanitized("x\xe4\xb8", buf, sizeof(buf)));
+    CHECK_STR_EQ(buf, "x");
+    CHECK(!sanitized("x\xf0\x9f\x98", buf, sizeof(buf)));
+    CHECK_STR_EQ(buf, "x");
+    /* What snprintf's byte cut makes of a multi-byte text, at every cut. */
+    const char *text = "\xc3\xa9\xe4\xb8\xad\xf0\x9f\x98\x80";
+    for (size_t cap = 1; cap <= strlen(text) + 1; cap++) {
+        char cutbuf[16];
+        snprintf(cutbuf, cap, "%s", text);
+        ab_utf8_sanitize(cutbuf);
+        json_t *probe = json_string(cutbuf); /* jansson accepts valid UTF-8 only */
+        CHECK(probe != NULL);
+        json_decref(probe);
+        CHECK(strncmp(cutbuf, text, strlen(cutbuf)) == 0); /* a prefix: nothing replaced */
+    }
+}
+
+TEST(util_utf8_sanitize_replaces_invalid_bytes)
+{
+    char buf[128];
+    const struct {
+        const char *in, *out;
+    } cases[] = {
+        { "a\xff" "b", "a?b" },                 /* never in UTF-8 */
+        { "a\x80" "b", "a?b" },                 /* a lone continuation byte */
+        { "\xc0\xaf", "??" },                   /* overlong '/' */
+        { "\xe0\x80\xaf", "???" },              /* overlong, three bytes */
+        { "\xed\xa0\x80", "???" },              /* a surrogate */
+        { "\xf4\x90\x80\x80", "????" },         /* beyond U+10FFFF */
+        { "\xf5\x80\x80\x80", "????" },
+        { "\xc3" "A\xc3\xa9", "?A\xc3\xa9" },   /* a start without its continuation */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        CHECK(!sanitized(cases[i].in, buf, sizeof(buf)));
+        CHECK_STR_EQ(buf, cases[i].out);
+    }
+}
+
+TEST(util_utf8_sanitize_any_bytes_give_valid_utf8)
+{
+    char buf[64];
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (size_t)(ab_random_unit() * 40);
+        for (size_t i = 0; i < len; i++)
+            buf[i] = (char)(1 + (int)(ab_random_unit() * 255)); /* no NUL inside */
+        buf[len] = '\0';
+        ab_utf8_sanitize(buf);
+        json_t *probe = json_string(buf);
+        CHECK(probe != NULL);
+        json_decref(probe);
+        CHECK(ab_utf8_sanitize(buf)); /* and once is enough */
+    }
+}
+
+TEST(util_redact_replaces_every_occurrence)
+{
+    char buf[128];
+    snprintf(buf, sizeof(buf), "Incorrect API key provided: sk-abc123. Key sk-abc123 again");
+    CHECK_INT_EQ(ab_redact(buf, "sk-abc123"), 2);
+    CHECK_STR_EQ(buf, "Incorrect API key provided: ***. Key *** again");
+    snprintf(buf, sizeof(buf), "sk-abc123sk-abc123");
+    CHECK_INT_EQ(ab_redact(buf, "sk-abc123"), 2);
+    CHECK_STR_EQ(buf, "******");
+    snprintf(buf, sizeof(buf), "nothing here");
+    CHECK_INT_EQ(ab_redact(buf, "sk-abc123"), 0);
+    CHECK_INT_EQ(ab_redact(buf, ""), 0);
+    CHECK_INT_EQ(ab_redact(buf, NULL), 0);
+    CHECK_INT_EQ(ab_redact(buf, "her"), 0); /* too short to be a secret */
+    CHECK_STR_EQ(buf, "nothing here");
+    snprintf(buf, sizeof(buf), "cut short: sk-abc1"); /* a start of the key ends the text */
+    CHECK_INT_EQ(ab_redact(buf, "sk-abc123"), 1);
+    CHECK_STR_EQ(buf, "cut short: ***");
+    snprintf(buf, sizeof(buf), "ends with sk-"); /* under 4 bytes of it: left */
+    CHECK_INT_EQ(ab_redact(buf, "sk-abc123"), 0);
+    snprintf(buf, sizeof(buf), "****"); /* the replacement never matches again */
+    CHECK_INT_EQ(ab_redact(buf, "****"), 1);
+    CHECK_STR_EQ(buf, "***");
 }

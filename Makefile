@@ -8,6 +8,7 @@
 #   make kafka        start a real single-node Apache Kafka (KRaft) on loopback; kafka-stop
 #   make test-kafka   the end-to-end suite against that real Kafka
 #   make bench        the foundation benchmark (ingress publish path, journal rate)
+#   make bench-gateway / bench-llm   the gateway and LLM worker benchmarks
 #   make lint         checks the compiler does not make
 
 BUILD   ?= build/release
@@ -39,12 +40,13 @@ TOOL_BINS  := $(TOOLS:%=$(BUILD)/bin/agentbus-%) $(BUILD)/bin/agentbusctl
 UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
 # Service files of pure logic (no database, Kafka or request) that unit tests link as they are.
 UNIT_SERVICE_SRC := services/ingress/gateway_guide.c services/llm-worker/sse.c \
-                    services/llm-worker/openai_stream.c
+                    services/llm-worker/openai_stream.c services/llm-worker/provider.c \
+                    services/llm-worker/prompt.c
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(UNIT_SERVICE_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(BUILD)/bin/unit-tests
 
 .PHONY: all asan deps run up down status test test-unit test-e2e test-kafka kafka kafka-stop bench \
-        bench-gateway \
+        bench-gateway bench-llm \
         lint format clean
 all: $(SERVICE_BINS) $(TOOL_BINS) $(UNIT_BIN)
 
@@ -128,6 +130,11 @@ bench: deps all
 # The gateway benchmark; on real Kafka: make kafka && KAFKA_BOOTSTRAP=$(cat .run/kafka/bootstrap) make bench-gateway
 bench-gateway: deps all
 	@bench/gateway.sh
+
+# The LLM worker benchmark (added latency over the model, concurrent streams and memory); on
+# real Kafka: make kafka && KAFKA_BOOTSTRAP=$(cat .run/kafka/bootstrap) make bench-llm
+bench-llm: deps all
+	@bench/llm.sh
 
 lint:
 	@scripts/lint.sh

@@ -116,6 +116,7 @@ static void fail(struct llmw_caller *c, struct llmw_job *job, const char *code,
 {
     snprintf(job->error_code, sizeof(job->error_code), "%s", code);
     snprintf(job->error_message, sizeof(job->error_message), "%s", message);
+    ab_utf8_sanitize(job->error_message);
     finish(c, job, LLMW_FAILED);
 }
 
@@ -266,9 +267,11 @@ static void after_failure(struct llmw_caller *c, struct llmw_job *job,
     record_attempt(c, job, res, code, detail, -1, delay);
     snprintf(job->error_code, sizeof(job->error_code), "%s", code);
     size_t used = strnlen(job->error_message, sizeof(job->error_message));
-    if (delay < 0) /* this model's last word goes into the message the error event carries */
+    if (delay < 0) { /* this model's last word goes into the message the error event carries */
         snprintf(job->error_message + used, sizeof(job->error_message) - used, "%smodel %s: %s",
                  used ? "; " : "", m->name, detail && detail[0] ? detail : ab_err_name(err));
+        ab_utf8_sanitize(job->error_message); /* cut by bytes; PostgreSQL and JSON want UTF-8 */
+    }
     ab_warn("llm request %s: model %s attempt %d failed (%s)%s: %s", job->req.event_id, m->name,
             job->attempt, code, delay >= 0 ? ", will retry" : "", detail ? detail : "");
     end_call(c, job);
@@ -312,7 +315,10 @@ static void on_done(void *ud, const struct ab_http_multi_result *res)
     } else {
         err = llmw_openai_result_err(&out);
         code = result_code(&out, err);
-        retriable = code != NULL && ab_err_is_retriable(err) &&
+        /* A 4xx other than 429 is the request's fault (408 included: its model timeouts
+         * are ours to set): calling again would fail again. */
+        bool client_error = res->status >= 400 && res->status < 500 && res->status != 429;
+        retriable = code != NULL && ab_err_is_retriable(err) && !client_error &&
                     out.outcome != LLMW_OPENAI_TOO_LARGE && out.outcome != LLMW_OPENAI_ANSWER &&
                     out.outcome != LLMW_OPENAI_TOOL_CALLS;
         if (out.outcome == LLMW_OPENAI_TOOL_CALLS)
@@ -323,6 +329,8 @@ static void on_done(void *ud, const struct ab_http_multi_result *res)
             snprintf(detail, sizeof(detail), "%s", out.detail[0] ? out.detail : code);
     }
     if (code != NULL) {
+        ab_redact(detail, m->api_key); /* an upstream may quote the key it was sent */
+        ab_utf8_sanitize(detail);       /* the provider's words, cut by bytes */
         llmw_openai_result_cleanup(&out);
         after_failure(c, job, res, err, retriable, code, detail);
         return;

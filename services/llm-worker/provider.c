@@ -74,15 +74,18 @@ enum ab_err llmw_provider_request(const struct llmw_model *m, const json_t *mess
     memset(out, 0, sizeof(*out));
     if (!openclaw && strcmp(m->provider, "openai") != 0) {
         snprintf(errstr, size, "model %s: unknown provider \"%.40s\"", m->name, m->provider);
+        ab_utf8_sanitize(errstr); /* %.40s cuts by bytes */
         return AB_ERR_INVALID;
     }
     if (openclaw && !openclaw_agent(m->model, agent)) {
         snprintf(errstr, size, "model %s: \"%.80s\" names no OpenClaw agent (1-64 letters, "
                  "digits, _ or -, optionally after openclaw/)", m->name, m->model);
+        ab_utf8_sanitize(errstr);
         return AB_ERR_INVALID;
     }
     if (strpbrk(m->api_key, "\r\n") != NULL) {
         snprintf(errstr, size, "model %s: the API key contains a line break", m->name);
+        ab_utf8_sanitize(errstr);
         return AB_ERR_INVALID;
     }
 

@@ -100,6 +100,10 @@ static json_t *common_data(const struct llmw_job *job, PGresult *res)
     return data;
 }
 
+static enum ab_err publish_error(struct ab_producer *producer, const struct llmw_job *job,
+                                 PGresult *res, const char *status, json_t *code, json_t *message,
+                                 char *reason, size_t size);
+
 static enum ab_err publish_answer(struct ab_producer *producer, const struct llmw_job *job,
                                   PGresult *res, char *reason, size_t size)
 {
@@ -120,7 +124,17 @@ static enum ab_err publish_answer(struct ab_producer *producer, const struct llm
             "message_id", "in_reply_to", r->message_event_id, "hops",
             (json_int_t)strtoll(text(res, COL_HOPS), NULL, 10) + 1);
         err = send_event(producer, job, AB_TOPIC_INGRESS, "agentbus.message.sent", NULL,
-                   text(res, COL_REPLY_ID), job->key, r->sender_id, data, reason, size);
+                         text(res, COL_REPLY_ID), job->key, r->sender_id, data, reason, size);
+        /* Kafka will never take this answer (over message.max.bytes): the sender learns
+         * that, as of any failure, rather than the request being dead-lettered unsaid. */
+        if (err == AB_ERR_TOO_LARGE) {
+            char message[640];
+            snprintf(message, sizeof(message), "the answer (%zu bytes) is too large for Kafka: %s",
+                     strlen(content), reason);
+            ab_utf8_sanitize(message);
+            return publish_error(producer, job, res, "failed", json_string("reply_too_large"),
+                                 json_string(message), reason, size);
+        }
     }
     if (err)
         return err;
@@ -141,14 +155,14 @@ static enum ab_err publish_answer(struct ab_producer *producer, const struct llm
 /* The sender learns that no answer is coming, in words that carry no provider text (an
  * error message can quote a key's prefix or a prompt): the cause is the stable code. */
 static enum ab_err publish_notice(struct ab_producer *producer, const struct llmw_job *job,
-                                  PGresult *res, char *reason, size_t size)
+                                  PGresult *res, const char *code, char *reason, size_t size)
 {
     const struct llmw_request *r = &job->req;
     char content[512], key[AB_UUID_LEN + 16];
     snprintf(content, sizeof(content),
              "[agentbus] %s could not answer your message (%s). No reply was sent in its "
              "name; you may send the message again later.",
-             text(res, COL_AGENT_NAME), text(res, COL_ERROR_CODE));
+             text(res, COL_AGENT_NAME), code);
     snprintf(key, sizeof(key), "system:%s", r->sender_id);
     json_t *data = json_pack("{s:s, s:{s:s, s:s}, s:{s:s, s:s, s:s}, s:s, s:s, s:o}",
                              "tenant_id", r->tenant_id, "sender", "type", "system", "name",
@@ -159,25 +173,31 @@ static enum ab_err publish_notice(struct ab_producer *producer, const struct llm
                 r->sender_id, data, reason, size);
 }
 
+/* agentbus.error with the outcome, and to an OpenClaw sender of a failed request the notice.
+ * code and message: the row's, or (a reply Kafka refused) what went wrong instead. */
 static enum ab_err publish_error(struct ab_producer *producer, const struct llmw_job *job,
-                                 PGresult *res, char *reason, size_t size)
+                                 PGresult *res, const char *status, json_t *code, json_t *message,
+                                 char *reason, size_t size)
 {
-    const char *status = text(res, COL_STATUS);
+    char code_text[64]; /* data, which takes code, is gone once sent */
+    snprintf(code_text, sizeof(code_text), "%s", json_is_string(code) ? json_string_value(code)
+                                                                     : "unknown");
     json_t *data = common_data(job, res);
     json_object_set_new(data, "stage", json_string("llm"));
     json_object_set_new(data, "status", json_string(status));
-    json_object_set_new(data, "code", col(res, COL_ERROR_CODE, 's'));
-    json_object_set_new(data, "message", col(res, COL_ERROR_MESSAGE, 's'));
+    json_object_set_new(data, "code", code);
+    json_object_set_new(data, "message", message);
     json_object_set_new(data, "model",
                         json_pack("{s:o, s:o}", "id", col(res, COL_MODEL_ID, 's'), "name",
                                   col(res, COL_MODEL_NAME, 's')));
     json_object_set_new(data, "latency_ms", col(res, COL_LATENCY, 'i'));
     json_object_set_new(data, "attempts", col(res, COL_ATTEMPTS, 'j'));
     enum ab_err err = send_event(producer, job, AB_TOPIC_EVENTS, "agentbus.error", "error", NULL,
-                           job->key, job->req.target_id, data, reason, size);
+                                 job->key, job->req.target_id, data, reason, size);
     const char *sender_type = text(res, COL_SENDER_TYPE);
-    if (!err && strcmp(status, "failed") == 0 && sender_type && strcmp(sender_type, "openclaw") == 0)
-        err = publish_notice(producer, job, res, reason, size);
+    if (!err && strcmp(status, "failed") == 0 && sender_type &&
+        strcmp(sender_type, "openclaw") == 0)
+        err = publish_notice(producer, job, res, code_text, reason, size);
     return err;
 }
 
@@ -194,10 +214,12 @@ enum ab_err llmw_publish_recorded(PGconn *conn, struct ab_producer *producer,
         PQclear(res);
         return AB_ERR_NOT_FOUND;
     }
-    if (strcmp(text(res, COL_STATUS), "answered") == 0)
+    const char *status = text(res, COL_STATUS);
+    if (strcmp(status, "answered") == 0)
         err = publish_answer(producer, job, res, reason, size);
     else
-        err = publish_error(producer, job, res, reason, size);
+        err = publish_error(producer, job, res, status, col(res, COL_ERROR_CODE, 's'),
+                            col(res, COL_ERROR_MESSAGE, 's'), reason, size);
     PQclear(res);
     return err;
 }

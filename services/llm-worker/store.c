@@ -27,6 +27,7 @@ set_outcome(struct llmw_job *job, enum llmw_status status, const char *code, con
     va_start(ap, fmt);
     vsnprintf(job->error_message, sizeof(job->error_message), fmt, ap);
     va_end(ap);
+    ab_utf8_sanitize(job->error_message); /* names may be cut by bytes */
 }
 
 static enum ab_err recorded_already(PGconn *conn, const struct llmw_job *job, bool *recorded,
@@ -304,19 +305,25 @@ enum ab_err llmw_store_record(PGconn *conn, const struct llmw_job *job, char *re
     };
     /* One statement: the assistant turn is written only if this request's row is, so two
      * workers finishing the same request (a rebalance in the middle of a call) leave one
-     * row and one answer, the first. */
+     * row and one answer, the first. The agents and the conversation were read before a
+     * call that may have lasted minutes: each is referred to only if it still exists
+     * (locked until the commit), so one deleted meanwhile leaves a NULL, not a foreign-key
+     * error that would lose the outcome. */
     enum ab_err err = ab_db_exec(
         conn,
         "WITH req AS (INSERT INTO llm_requests (id, tenant_id, conversation_id,"
         " message_event_id, agent_id, agent_name, sender_agent_id, sender_name, sender_type,"
         " hops, status, reply_message_id, model_id, model_name, finish_reason, attempts,"
         " error_code, error_message, latency_ms, first_token_ms, usage)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::int, $11, $12, $13, $14, $15,"
-        " $16::jsonb, $17, $18, $19::bigint, $20::bigint, $21::jsonb)"
-        " ON CONFLICT (id) DO NOTHING RETURNING reply_message_id, conversation_id),"
+        " VALUES ($1, $2,"
+        " (SELECT id FROM conversations WHERE id = $3 FOR KEY SHARE), $4,"
+        " (SELECT id FROM agents WHERE id = $5 FOR KEY SHARE), $6,"
+        " (SELECT id FROM agents WHERE id = $7 FOR KEY SHARE), $8, $9, $10::int, $11, $12,"
+        " $13, $14, $15, $16::jsonb, $17, $18, $19::bigint, $20::bigint, $21::jsonb)"
+        " ON CONFLICT (id) DO NOTHING RETURNING reply_message_id, conversation_id, agent_id),"
         " turn AS (INSERT INTO chat_messages (id, tenant_id, conversation_id, role,"
         " sender_agent_id, sender_name, content)"
-        " SELECT reply_message_id, $2, conversation_id, 'assistant', $5, $6, $22 FROM req"
+        " SELECT reply_message_id, $2, conversation_id, 'assistant', agent_id, $6, $22 FROM req"
         " WHERE reply_message_id IS NOT NULL AND conversation_id IS NOT NULL"
         " ON CONFLICT (id) DO NOTHING)"
         " UPDATE conversations SET last_message_at = greatest(last_message_at, now())"

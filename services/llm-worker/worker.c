@@ -32,6 +32,9 @@ struct llmw_worker {
     pthread_cond_t wake;
     struct llmw_job *head, *tail; /* jobs for the database threads (under lock) */
     bool stopping;                /* under lock: no call starts any more */
+    /* Under lock: the engine has ended every call (answers it got are queued to record),
+     * so a database thread that finds the queue empty may end. */
+    bool caller_gone;
 
     struct ab_metric *m_requests; /* by status and code */
     struct ab_metric *m_latency;
@@ -207,7 +210,7 @@ static void *db_thread(void *arg)
     struct llmw_worker *w = arg;
     for (;;) {
         pthread_mutex_lock(&w->lock);
-        while (w->head == NULL && !w->stopping)
+        while (w->head == NULL && !w->caller_gone)
             pthread_cond_wait(&w->wake, &w->lock);
         struct llmw_job *job = w->head;
         if (job != NULL) {
@@ -218,7 +221,7 @@ static void *db_thread(void *arg)
         bool stopping = w->stopping;
         pthread_mutex_unlock(&w->lock);
         if (job == NULL)
-            return NULL; /* stopping, and nothing is left */
+            return NULL; /* the engine is gone, and nothing is left */
         ab_log_set_event_id(job->req.event_id);
         run_stage(w, job, stopping);
         ab_log_set_event_id(NULL);
@@ -282,7 +285,10 @@ struct llmw_worker *llmw_worker_new(struct ab_service *svc, char *errstr, size_t
                    .max_attempts = (int)ab_config_int(cfg, AB_OPT_LLM_MAX_ATTEMPTS),
                    .retry_after_cap_ms = ab_config_int(cfg, AB_OPT_LLM_RETRY_AFTER_CAP_MS) },
         .max_response_bytes = (size_t)ab_config_int(cfg, AB_OPT_LLM_MAX_RESPONSE_BYTES),
-        .max_transfers = (size_t)ab_config_int(cfg, AB_OPT_LLM_MAX_IN_FLIGHT),
+        /* Twice the requests in hand: calls of requests the consumer abandoned (a revoked
+         * partition) stay in the engine until they are cancelled, and must never make it
+         * refuse the calls of the requests that replaced them. */
+        .max_transfers = 2 * (size_t)ab_config_int(cfg, AB_OPT_LLM_MAX_IN_FLIGHT),
         .finished = calls_finished,
         .ud = w,
     };
@@ -319,6 +325,7 @@ void llmw_worker_quiesce(void *ud)
     llmw_caller_free(w->caller);
     w->caller = NULL;
     pthread_mutex_lock(&w->lock);
+    w->caller_gone = true;
     pthread_cond_broadcast(&w->wake);
     pthread_mutex_unlock(&w->lock);
     for (int i = 0; i < w->thread_count; i++)

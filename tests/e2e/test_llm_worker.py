@@ -252,6 +252,11 @@ def test_fallback_model_answers_when_the_primary_keeps_failing(stack, fake):
     assert erin_row["status"] == "answered" and erin_row["model"] == "backup"
     assert [a["outcome"] for a in erin_row["attempts"]] == ["provider_error"] * 3 + ["answer"]
     assert [a["outcome"] for a in frank_row["attempts"]] == ["unauthorized", "answer"]
+    # The fake's 401 quotes the wrong key it was sent: the worker keeps it out of everything.
+    assert "Incorrect API key provided: ***." in frank_row["attempts"][0]["message"]
+    assert "sk-wrong" not in w.worker.logs()
+    errors = stack.sql("SELECT count(*) FROM llm_requests WHERE attempts::text LIKE '%sk-wrong%'")
+    assert errors == "0"
 
 
 def test_hop_limit_stops_two_native_agents_answering_each_other(stack, fake):
@@ -317,8 +322,16 @@ def test_concurrent_first_messages_are_both_answered_in_one_conversation(stack, 
     assert stack.sql(f"SELECT count(*) FROM conversations WHERE '{kate}' IN (agent_low, agent_high)") == "1"
     assert stack.sql(f"SELECT count(DISTINCT conversation_id) FROM llm_requests WHERE agent_id = '{kate}'") == "1"
     # The second request saw the first exchange: the turns of a conversation run in order.
-    second = fake.requests()[1]["body"]["messages"]
-    assert [m["role"] for m in second] == ["system", "user", "assistant", "user"]
+    # (Alice's report of the first answer may be in between, as a "thanks" user turn, when
+    # it came before the second request was taken up.)
+    first, second = (c["body"]["messages"] for c in fake.requests()[:2])
+    first_text = first[-1]["content"].rsplit("\n\n", 1)[1]
+    assert [m["role"] for m in second[:3]] == ["system", "user", "assistant"]
+    assert second[1]["content"] == first_text
+    assert second[2]["content"] == "echo: " + first[-1]["content"]
+    assert all(m == {"role": "user", "content": "thanks"} for m in second[3:-1]), second
+    assert second[-1]["role"] == "user" and second[-1]["content"].endswith(
+        "first 1" if first_text == "first 0" else "first 0")
 
 
 def test_many_calls_run_at_once_within_the_model_limit(stack, fake):
@@ -374,8 +387,8 @@ def test_malformed_and_repeated_requests(stack, fake):
     [reply] = w.inbox_until(1)
     assert reply["content"].endswith("the good one")
     assert w.poll(wait=3) == []
-    dead = stack.broker.consume(topic + ".dlq", len(bad), 15000)
-    assert len(dead) == len(bad)
+    dead = stack.broker.consume(topic + ".dlq", 100, 15000, idle_ms=3000)
+    assert len(dead) == len(bad), [d["headers"].get("x-agentbus-dlq-reason") for d in dead]
     assert len(fake.requests()) == 1
     assert stack.sql("SELECT count(*) FROM llm_requests") == "1"
     assert w.worker.ready()

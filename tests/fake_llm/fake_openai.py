@@ -8,7 +8,8 @@ wire format: POST /v1/chat/completions with "stream": false (a chat.completion b
 (HTTP/1.1 chunked text/event-stream of `data: <chunk>` events ending with `data: [DONE]`; with
 stream_options.include_usage, "usage": null in every chunk and a usage chunk with
 "choices": [] before [DONE]); error bodies {"error": {"message", "type", "param", "code"}};
-GET /v1/models. With --api-key, a request without "Authorization: Bearer KEY" gets a 401.
+GET /v1/models. With --api-key, a request without "Authorization: Bearer KEY" gets a 401
+whose message quotes the key it was given.
 
 The behaviour is chosen per request by an `x-fake-behaviour` header, else by the model name,
 written `<behaviour>[:<number>]`; any other model (gpt-4o, openclaw:main, ...) means echo:
@@ -167,9 +168,13 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(404, error_body("Unknown path " + self.path,
                                                   "invalid_request_error"))
         key = self.server.api_key
-        if key and self.headers.get("Authorization") != "Bearer " + key:
-            return self.send_json(401, error_body("Incorrect API key provided.",
-                                                  "invalid_request_error", "invalid_api_key"))
+        given = self.headers.get("Authorization") or ""
+        if key and given != "Bearer " + key:
+            # Quoting the key it was given, as some OpenAI-compatible servers do (OpenAI
+            # itself masks the middle): the client must keep it out of logs and events.
+            return self.send_json(401, error_body(
+                "Incorrect API key provided: %s." % given.removeprefix("Bearer "),
+                "invalid_request_error", "invalid_api_key"))
         if not isinstance(req, dict):
             return self.send_json(400, error_body("We could not parse the JSON body of your "
                                                   "request.", "invalid_request_error"))
@@ -298,6 +303,9 @@ def main():
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
     ap.add_argument("--api-key", default="", help="require Authorization: Bearer KEY")
     args = ap.parse_args()
+    # A listen backlog for many calls at once (bench/llm.sh opens thousands of streams);
+    # socketserver's default is 5.
+    ThreadingHTTPServer.request_queue_size = 1024
     server = ThreadingHTTPServer((args.host, args.port), Handler)
     server.daemon_threads = True
     server.api_key = args.api_key

@@ -134,12 +134,12 @@ void ab_producer_free(struct ab_producer *p, int flush_timeout_ms)
     free(p);
 }
 
-enum ab_err ab_producer_send(struct ab_producer *p, const char *topic, const void *key,
-                             size_t key_len, const void *value, size_t value_len,
-                             const struct ab_kafka_header *headers, size_t header_count,
-                             char *errstr, size_t size)
+/* Queues one message whose delivery report will land in *w. */
+static enum ab_err enqueue(struct ab_producer *p, const char *topic, const void *key,
+                           size_t key_len, const void *value, size_t value_len,
+                           const struct ab_kafka_header *headers, size_t header_count,
+                           struct send_waiter *w, char *errstr, size_t size)
 {
-    struct send_waiter w = { 0 };
     rd_kafka_headers_t *hdrs = header_count ? rd_kafka_headers_new(header_count) : NULL;
     for (size_t i = 0; i < header_count; i++)
         rd_kafka_header_add(hdrs, headers[i].name, -1, headers[i].value, (ssize_t)headers[i].len);
@@ -150,7 +150,7 @@ enum ab_err ab_producer_send(struct ab_producer *p, const char *topic, const voi
                                 RD_KAFKA_V_KEY((void *)key, key ? key_len : 0),
                                 RD_KAFKA_V_VALUE((void *)value, value_len),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(&w), RD_KAFKA_V_END);
+                                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(w), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             break;
         /* The local queue is full: the poll thread drains it as acks arrive. */
@@ -162,46 +162,115 @@ enum ab_err ab_producer_send(struct ab_producer *p, const char *topic, const voi
         snprintf(errstr, size, "kafka produce to %s: %s", topic, rd_kafka_err2str(err));
         return ab_kafka_err(err);
     }
+    return AB_OK;
+}
+
+/* Waits for the delivery report of a queued message and says what it was. */
+static enum ab_err await(struct ab_producer *p, const char *topic, struct send_waiter *w,
+                         char *errstr, size_t size)
+{
     pthread_mutex_lock(&p->lock);
-    while (!w.done)
+    while (!w->done)
         pthread_cond_wait(&p->delivered, &p->lock);
     pthread_mutex_unlock(&p->lock);
     ab_metric_inc(p->m_produced,
-                  (const char *const[]){ topic, w.err ? ab_err_name(ab_kafka_err(w.err)) : "acked",
+                  (const char *const[]){ topic,
+                                         w->err ? ab_err_name(ab_kafka_err(w->err)) : "acked",
                                          NULL },
                   1);
-    if (w.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        snprintf(errstr, size, "kafka delivery to %s: %s%s", topic, rd_kafka_err2str(w.err),
-                 w.status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED ? " (may have been written)"
-                                                                    : "");
-        return ab_kafka_err(w.err);
+    if (w->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        snprintf(errstr, size, "kafka delivery to %s: %s%s", topic, rd_kafka_err2str(w->err),
+                 w->status == RD_KAFKA_MSG_STATUS_POSSIBLY_PERSISTED ? " (may have been written)"
+                                                                     : "");
+        return ab_kafka_err(w->err);
     }
+    return AB_OK;
+}
+
+enum ab_err ab_producer_send(struct ab_producer *p, const char *topic, const void *key,
+                             size_t key_len, const void *value, size_t value_len,
+                             const struct ab_kafka_header *headers, size_t header_count,
+                             char *errstr, size_t size)
+{
+    struct send_waiter w = { 0 };
+    enum ab_err err = enqueue(p, topic, key, key_len, value, value_len, headers, header_count,
+                              &w, errstr, size);
+    return err ? err : await(p, topic, &w, errstr, size);
+}
+
+/* An event's value, headers and topic name, ready to queue. @returns AB_OK or
+ * AB_ERR_INVALID (errstr says why); on AB_OK the caller frees *value. */
+static enum ab_err prepare_event(struct ab_producer *p, enum ab_topic topic,
+                                 const struct ab_event *ev, char name[256], char **value,
+                                 size_t *len, struct ab_kafka_header headers[3], size_t *count,
+                                 char *errstr, size_t size)
+{
+    if (ab_topic_name(p->prefix, topic, name, 256) != 0) {
+        snprintf(errstr, size, "topic name too long");
+        return AB_ERR_INVALID;
+    }
+    *value = ab_event_serialize(ev, len);
+    if (*value == NULL) {
+        snprintf(errstr, size, "event %s cannot be serialised", ev->id);
+        return AB_ERR_INVALID;
+    }
+    headers[0] = (struct ab_kafka_header){ "ce_id", ev->id, strlen(ev->id) };
+    headers[1] = (struct ab_kafka_header){ "ce_type", ev->type, strlen(ev->type) };
+    headers[2] = (struct ab_kafka_header){ "traceparent", ev->traceparent,
+                                           ev->traceparent ? strlen(ev->traceparent) : 0 };
+    *count = ev->traceparent ? 3 : 2;
     return AB_OK;
 }
 
 enum ab_err ab_producer_send_event(struct ab_producer *p, enum ab_topic topic, const char *key,
                                    const struct ab_event *ev, char *errstr, size_t size)
 {
-    char name[256];
-    size_t len = 0;
-    if (ab_topic_name(p->prefix, topic, name, sizeof(name)) != 0) {
-        snprintf(errstr, size, "topic name too long");
-        return AB_ERR_INVALID;
+    struct ab_outgoing_event one = { topic, key, ev, AB_OK };
+    return ab_producer_send_events(p, &one, 1, errstr, size);
+}
+
+enum ab_err ab_producer_send_events(struct ab_producer *p, struct ab_outgoing_event *events,
+                                    size_t n, char *errstr, size_t size)
+{
+    enum { MAX = 16 };
+    struct send_waiter w[MAX];
+    char names[MAX][256];
+    bool queued[MAX];
+    enum ab_err first = AB_OK;
+    char why[512];
+    if (n > MAX) {
+        snprintf(errstr, size, "kafka: %zu events in one batch (at most %d)", n, MAX);
+        return AB_ERR_INTERNAL;
     }
-    char *value = ab_event_serialize(ev, &len);
-    if (value == NULL) {
-        snprintf(errstr, size, "event %s cannot be serialised", ev->id);
-        return AB_ERR_INVALID;
+    /* All queued first, then all awaited: one round trip to the broker for the batch. */
+    for (size_t i = 0; i < n; i++) {
+        struct ab_kafka_header headers[3];
+        char *value = NULL;
+        size_t len = 0, count = 0;
+        memset(&w[i], 0, sizeof(w[i]));
+        const char *key = events[i].key;
+        events[i].err = prepare_event(p, events[i].topic, events[i].ev, names[i], &value, &len,
+                                      headers, &count, why, sizeof(why));
+        if (events[i].err == AB_OK)
+            events[i].err = enqueue(p, names[i], key, key ? strlen(key) : 0, value, len, headers,
+                                    count, &w[i], why, sizeof(why));
+        free(value);
+        queued[i] = events[i].err == AB_OK;
+        if (events[i].err != AB_OK && first == AB_OK) {
+            first = events[i].err;
+            snprintf(errstr, size, "%s", why);
+        }
     }
-    struct ab_kafka_header headers[3] = {
-        { "ce_id", ev->id, strlen(ev->id) },
-        { "ce_type", ev->type, strlen(ev->type) },
-        { "traceparent", ev->traceparent, ev->traceparent ? strlen(ev->traceparent) : 0 },
-    };
-    enum ab_err err = ab_producer_send(p, name, key, key ? strlen(key) : 0, value, len, headers,
-                                       ev->traceparent ? 3 : 2, errstr, size);
-    free(value);
-    return err;
+    for (size_t i = 0; i < n; i++) {
+        if (!queued[i])
+            continue; /* never handed to librdkafka: no report will come */
+        events[i].err = await(p, names[i], &w[i], why, sizeof(why));
+        if (events[i].err != AB_OK && first == AB_OK) {
+            first = events[i].err;
+            snprintf(errstr, size, "%s", why);
+        }
+    }
+    return first;
 }
 
 enum ab_err ab_producer_flush(struct ab_producer *p, int timeout_ms)

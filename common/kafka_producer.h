@@ -35,6 +35,22 @@ enum ab_err ab_producer_send(struct ab_producer *p, const char *topic, const voi
 enum ab_err ab_producer_send_event(struct ab_producer *p, enum ab_topic topic, const char *key,
                                    const struct ab_event *ev, char *errstr, size_t errstr_size);
 
+/* One event of a batch (ab_producer_send_events). */
+struct ab_outgoing_event {
+    enum ab_topic topic;
+    const char *key;          /* may be NULL */
+    const struct ab_event *ev; /* borrowed */
+    enum ab_err err;          /* set by the send: this event's own result */
+};
+
+/* Sends up to 16 events at once and blocks until the broker acknowledged each of them (or it
+ * failed): one round trip for the batch instead of one per event. Their order is kept only
+ * where it always is (the same partition). @returns AB_OK when every event was acknowledged,
+ * else the first failure (errstr says which; each event's err says its own): events of the
+ * batch may have been written, so retry the batch with the same event ids. @thread safe. */
+enum ab_err ab_producer_send_events(struct ab_producer *p, struct ab_outgoing_event *events,
+                                    size_t n, char *errstr, size_t errstr_size);
+
 /* Waits until every queued message is acknowledged or failed. @returns AB_ERR_TIMEOUT if
  * some are still in flight after timeout_ms. */
 enum ab_err ab_producer_flush(struct ab_producer *p, int timeout_ms);

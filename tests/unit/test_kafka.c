@@ -955,6 +955,54 @@ TEST(kafka_consumer_partition_returning_after_rebalance_is_not_stuck)
         fclose(devnull);
 }
 
+/* A batch is queued at once and awaited at once; each event has its own result, and one
+ * Kafka refuses (over message.max.bytes) does not keep the others from being written. */
+TEST(kafka_send_events_batch_with_one_refused)
+{
+    struct kenv e;
+    char errstr[512], buf[128];
+    kenv_setup(&e, "batch", 1, NULL);
+    char *big = malloc(2 << 20); /* over librdkafka's default message.max.bytes (1 MB) */
+    REQUIRE(big != NULL);
+    memset(big, 'x', (2 << 20) - 1);
+    big[(2 << 20) - 1] = '\0';
+    struct ab_event *evs[3] = {
+        make_event(1),
+        ab_event_new("agentbus.test.event", "/unit-test", NULL, json_pack("{s:s}", "big", big)),
+        make_event(3),
+    };
+    free(big);
+    struct ab_outgoing_event batch[3] = {
+        { AB_TOPIC_INGRESS, "k1", evs[0], AB_OK },
+        { AB_TOPIC_INGRESS, "k2", evs[1], AB_OK },
+        { AB_TOPIC_INGRESS, NULL, evs[2], AB_OK },
+    };
+    CHECK_INT_EQ(ab_producer_send_events(e.producer, batch, 3, errstr, sizeof(errstr)),
+                 AB_ERR_TOO_LARGE);
+    CHECK_STR_CONTAINS(errstr, "too large");
+    CHECK_INT_EQ(batch[0].err, AB_OK);
+    CHECK_INT_EQ(batch[1].err, AB_ERR_TOO_LARGE);
+    CHECK_INT_EQ(batch[2].err, AB_OK);
+    struct msg msgs[4];
+    int n = read_topic(&e, e.topic, 1, msgs, 4, 2, 5000);
+    CHECK_INT_EQ(n, 2);
+    if (n == 2) {
+        CHECK_STR_EQ(header(&msgs[0], "ce_id", buf, sizeof(buf)), evs[0]->id);
+        CHECK_STR_EQ(header(&msgs[1], "ce_id", buf, sizeof(buf)), evs[2]->id);
+    }
+    free_msgs(msgs, n);
+
+    /* All acknowledged: AB_OK, each AB_OK. */
+    struct ab_outgoing_event two[2] = { { AB_TOPIC_INGRESS, "k1", evs[0], AB_ERR_INTERNAL },
+                                        { AB_TOPIC_EVENTS, "k3", evs[2], AB_ERR_INTERNAL } };
+    CHECK_INT_EQ(ab_producer_send_events(e.producer, two, 2, errstr, sizeof(errstr)), AB_OK);
+    CHECK_INT_EQ(two[0].err, AB_OK);
+    CHECK_INT_EQ(two[1].err, AB_OK);
+    for (int i = 0; i < 3; i++)
+        ab_event_free(evs[i]);
+    kenv_teardown(&e);
+}
+
 /* ---- asynchronous consumer ------------------------------------------------------------ */
 
 /* A handler that only records the jobs it is given; the test decides when each ends. */

@@ -56,10 +56,18 @@ static const char *text(PGresult *res, int c)
     return PQgetisnull(res, 0, c) ? NULL : PQgetvalue(res, 0, c);
 }
 
-static enum ab_err send_event(struct ab_producer *producer, const struct llmw_job *job,
-                        enum ab_topic topic, const char *type, const char *id_suffix,
-                        const char *id, const char *key, const char *subject, json_t *data,
-                        char *reason, size_t size)
+/* The events of one outcome, sent together: one round trip to Kafka for all of them. */
+struct batch {
+    struct ab_outgoing_event items[3];
+    char keys[3][LLMW_KEY_MAX];
+    size_t n;
+};
+
+/* Adds an event with data (taken) to b. Its id is id, or derived from the request's id and
+ * id_suffix. @returns its index. */
+static size_t add(struct batch *b, const struct llmw_job *job, enum ab_topic topic,
+                  const char *type, const char *id_suffix, const char *id, const char *key,
+                  const char *subject, json_t *data)
 {
     char derived[AB_UUID_LEN + 1];
     if (id == NULL) {
@@ -72,8 +80,21 @@ static enum ab_err send_event(struct ab_producer *producer, const struct llmw_jo
     free(ev->id);
     ev->id = ab_xstrdup(id);
     ab_event_set_traceparent(ev, job->traceparent);
-    enum ab_err err = ab_producer_send_event(producer, topic, key, ev, reason, size);
-    ab_event_free(ev);
+    size_t i = b->n++;
+    snprintf(b->keys[i], sizeof(b->keys[i]), "%s", key);
+    b->items[i] = (struct ab_outgoing_event){ topic, b->keys[i], ev, AB_OK };
+    return i;
+}
+
+/* Sends b's events and frees them; each item's err stays for the caller. */
+static enum ab_err send_batch(struct ab_producer *producer, struct batch *b, char *reason,
+                              size_t size)
+{
+    enum ab_err err = ab_producer_send_events(producer, b->items, b->n, reason, size);
+    for (size_t i = 0; i < b->n; i++) {
+        ab_event_free((struct ab_event *)b->items[i].ev);
+        b->items[i].ev = NULL;
+    }
     return err;
 }
 
@@ -100,44 +121,31 @@ static json_t *common_data(const struct llmw_job *job, PGresult *res)
     return data;
 }
 
-static enum ab_err publish_error(struct ab_producer *producer, const struct llmw_job *job,
-                                 PGresult *res, const char *status, json_t *code, json_t *message,
-                                 char *reason, size_t size);
-
-static enum ab_err publish_answer(struct ab_producer *producer, const struct llmw_job *job,
-                                  PGresult *res, char *reason, size_t size)
+/* The reply, an agentbus.message.sent from the native agent to the sender. It needs its
+ * turn (gone only with a deleted conversation) and a sender that still exists.
+ * @returns its index in b, or -1 when there is none. */
+static int add_reply(struct batch *b, const struct llmw_job *job, PGresult *res)
 {
     const struct llmw_request *r = &job->req;
     const char *content = text(res, COL_CONTENT);
     const char *sender_type = text(res, COL_SENDER_TYPE);
-    enum ab_err err = AB_OK;
-    /* The reply needs its turn (gone only with a deleted conversation) and a sender that
-     * still exists; the response event is published either way. */
-    if (content != NULL && sender_type != NULL && sender_type[0] != '\0') {
-        char target_type[32];
-        snprintf(target_type, sizeof(target_type), "%s_agent", sender_type);
-        json_t *data = json_pack(
-            "{s:s, s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}, s:s, s:s, s:n, s:s, s:I}",
-            "tenant_id", r->tenant_id, "sender", "type", "agent", "id", r->target_id, "name",
-            text(res, COL_AGENT_NAME), "target", "type", target_type, "id", r->sender_id,
-            "name", text(res, COL_SENDER_NAME), "channel", "agent", "content", content,
-            "message_id", "in_reply_to", r->message_event_id, "hops",
-            (json_int_t)strtoll(text(res, COL_HOPS), NULL, 10) + 1);
-        err = send_event(producer, job, AB_TOPIC_INGRESS, "agentbus.message.sent", NULL,
-                         text(res, COL_REPLY_ID), job->key, r->sender_id, data, reason, size);
-        /* Kafka will never take this answer (over message.max.bytes): the sender learns
-         * that, as of any failure, rather than the request being dead-lettered unsaid. */
-        if (err == AB_ERR_TOO_LARGE) {
-            char message[640];
-            snprintf(message, sizeof(message), "the answer (%zu bytes) is too large for Kafka: %s",
-                     strlen(content), reason);
-            ab_utf8_sanitize(message);
-            return publish_error(producer, job, res, "failed", json_string("reply_too_large"),
-                                 json_string(message), reason, size);
-        }
-    }
-    if (err)
-        return err;
+    if (content == NULL || sender_type == NULL || sender_type[0] == '\0')
+        return -1;
+    char target_type[32];
+    snprintf(target_type, sizeof(target_type), "%s_agent", sender_type);
+    json_t *data = json_pack(
+        "{s:s, s:{s:s, s:s, s:s}, s:{s:s, s:s, s:s}, s:s, s:s, s:n, s:s, s:I}", "tenant_id",
+        r->tenant_id, "sender", "type", "agent", "id", r->target_id, "name",
+        text(res, COL_AGENT_NAME), "target", "type", target_type, "id", r->sender_id, "name",
+        text(res, COL_SENDER_NAME), "channel", "agent", "content", content, "message_id",
+        "in_reply_to", r->message_event_id, "hops",
+        (json_int_t)strtoll(text(res, COL_HOPS), NULL, 10) + 1);
+    return (int)add(b, job, AB_TOPIC_INGRESS, "agentbus.message.sent", NULL,
+                    text(res, COL_REPLY_ID), job->key, r->sender_id, data);
+}
+
+static void add_response(struct batch *b, const struct llmw_job *job, PGresult *res)
+{
     json_t *data = common_data(job, res);
     json_object_set_new(data, "reply_message_id", col(res, COL_REPLY_ID, 's'));
     json_object_set_new(data, "model",
@@ -148,14 +156,14 @@ static enum ab_err publish_answer(struct ab_producer *producer, const struct llm
     json_object_set_new(data, "first_token_ms", col(res, COL_TTFT, 'i'));
     json_object_set_new(data, "usage", col(res, COL_USAGE, 'j'));
     json_object_set_new(data, "attempts", col(res, COL_ATTEMPTS, 'j'));
-    return send_event(producer, job, AB_TOPIC_EVENTS, "agentbus.agent_response", "response", NULL,
-                job->key, r->target_id, data, reason, size);
+    add(b, job, AB_TOPIC_EVENTS, "agentbus.agent_response", "response", NULL, job->key,
+        job->req.target_id, data);
 }
 
 /* The sender learns that no answer is coming, in words that carry no provider text (an
  * error message can quote a key's prefix or a prompt): the cause is the stable code. */
-static enum ab_err publish_notice(struct ab_producer *producer, const struct llmw_job *job,
-                                  PGresult *res, const char *code, char *reason, size_t size)
+static void add_notice(struct batch *b, const struct llmw_job *job, PGresult *res,
+                       const char *code)
 {
     const struct llmw_request *r = &job->req;
     char content[512], key[AB_UUID_LEN + 16];
@@ -169,19 +177,18 @@ static enum ab_err publish_notice(struct ab_producer *producer, const struct llm
                              "agentbus", "target", "type", "openclaw_agent", "id", r->sender_id,
                              "name", text(res, COL_SENDER_NAME), "channel", "agent", "content",
                              content, "conversation_id", col(res, COL_CONVERSATION, 's'));
-    return send_event(producer, job, AB_TOPIC_INGRESS, "agentbus.message.sent", "notice", NULL, key,
-                r->sender_id, data, reason, size);
+    add(b, job, AB_TOPIC_INGRESS, "agentbus.message.sent", "notice", NULL, key, r->sender_id,
+        data);
 }
 
 /* agentbus.error with the outcome, and to an OpenClaw sender of a failed request the notice.
- * code and message: the row's, or (a reply Kafka refused) what went wrong instead. */
-static enum ab_err publish_error(struct ab_producer *producer, const struct llmw_job *job,
-                                 PGresult *res, const char *status, json_t *code, json_t *message,
-                                 char *reason, size_t size)
+ * code and message (taken): the row's, or (a reply Kafka refused) what went wrong instead. */
+static void add_error(struct batch *b, const struct llmw_job *job, PGresult *res,
+                      const char *status, json_t *code, json_t *message)
 {
-    char code_text[64]; /* data, which takes code, is gone once sent */
-    snprintf(code_text, sizeof(code_text), "%s", json_is_string(code) ? json_string_value(code)
-                                                                     : "unknown");
+    char code_text[64];
+    snprintf(code_text, sizeof(code_text), "%s",
+             json_is_string(code) ? json_string_value(code) : "unknown");
     json_t *data = common_data(job, res);
     json_object_set_new(data, "stage", json_string("llm"));
     json_object_set_new(data, "status", json_string(status));
@@ -192,12 +199,34 @@ static enum ab_err publish_error(struct ab_producer *producer, const struct llmw
                                   col(res, COL_MODEL_NAME, 's')));
     json_object_set_new(data, "latency_ms", col(res, COL_LATENCY, 'i'));
     json_object_set_new(data, "attempts", col(res, COL_ATTEMPTS, 'j'));
-    enum ab_err err = send_event(producer, job, AB_TOPIC_EVENTS, "agentbus.error", "error", NULL,
-                                 job->key, job->req.target_id, data, reason, size);
+    add(b, job, AB_TOPIC_EVENTS, "agentbus.error", "error", NULL, job->key, job->req.target_id,
+        data);
     const char *sender_type = text(res, COL_SENDER_TYPE);
-    if (!err && strcmp(status, "failed") == 0 && sender_type &&
-        strcmp(sender_type, "openclaw") == 0)
-        err = publish_notice(producer, job, res, code_text, reason, size);
+    if (strcmp(status, "failed") == 0 && sender_type && strcmp(sender_type, "openclaw") == 0)
+        add_notice(b, job, res, code_text);
+}
+
+static enum ab_err publish_answer(struct ab_producer *producer, const struct llmw_job *job,
+                                  PGresult *res, char *reason, size_t size)
+{
+    struct batch b = { .n = 0 };
+    int reply = add_reply(&b, job, res);
+    add_response(&b, job, res);
+    enum ab_err err = send_batch(producer, &b, reason, size);
+    bool others_ok = true;
+    for (size_t i = 0; i < b.n; i++)
+        others_ok = others_ok && ((int)i == reply || b.items[i].err == AB_OK);
+    /* Kafka will never take this answer (over message.max.bytes): the sender learns that,
+     * as of any failure, rather than the request being dead-lettered unsaid. */
+    if (reply >= 0 && b.items[reply].err == AB_ERR_TOO_LARGE && others_ok) {
+        char message[640];
+        snprintf(message, sizeof(message), "the answer (%zu bytes) is too large for Kafka: %s",
+                 strlen(text(res, COL_CONTENT)), reason);
+        ab_utf8_sanitize(message);
+        struct batch e = { .n = 0 };
+        add_error(&e, job, res, "failed", json_string("reply_too_large"), json_string(message));
+        err = send_batch(producer, &e, reason, size);
+    }
     return err;
 }
 
@@ -215,11 +244,14 @@ enum ab_err llmw_publish_recorded(PGconn *conn, struct ab_producer *producer,
         return AB_ERR_NOT_FOUND;
     }
     const char *status = text(res, COL_STATUS);
-    if (strcmp(status, "answered") == 0)
+    if (strcmp(status, "answered") == 0) {
         err = publish_answer(producer, job, res, reason, size);
-    else
-        err = publish_error(producer, job, res, status, col(res, COL_ERROR_CODE, 's'),
-                            col(res, COL_ERROR_MESSAGE, 's'), reason, size);
+    } else {
+        struct batch b = { .n = 0 };
+        add_error(&b, job, res, status, col(res, COL_ERROR_CODE, 's'),
+                  col(res, COL_ERROR_MESSAGE, 's'));
+        err = send_batch(producer, &b, reason, size);
+    }
     PQclear(res);
     return err;
 }

@@ -21,7 +21,7 @@
 
 #define LLMW_EVENT_SOURCE "/agentbus/llm-worker"
 
-/* Loads the request's row and publishes its events; each waits for Kafka's ack.
+/* Loads the request's row and publishes its events, together (one wait for Kafka's acks).
  * @returns AB_OK; AB_ERR_NOT_FOUND when there is no row; the database's or Kafka's error
  *          (retriable ones: publish again later, the ids stay the same). */
 enum ab_err llmw_publish_recorded(PGconn *conn, struct ab_producer *producer,

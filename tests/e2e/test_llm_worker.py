@@ -392,3 +392,19 @@ def test_malformed_and_repeated_requests(stack, fake):
     assert len(fake.requests()) == 1
     assert stack.sql("SELECT count(*) FROM llm_requests") == "1"
     assert w.worker.ready()
+
+
+def test_an_answer_too_large_for_kafka_ends_in_an_error_and_a_notice(stack, fake):
+    # 1 020 000 bytes: under the worker's content cap (1 MiB), over Kafka's message.max.bytes.
+    w = World(stack, fake)
+    mike = w.native("Mike", "big:1020000")
+    w.send("mike", "tell me everything")
+    [notice] = w.inbox_until(1)
+    assert notice["sender_agent_name"] == "agentbus" and "(reply_too_large)" in notice["content"]
+    assert w.request_row(mike)["status"] == "answered"  # the answer is kept; it cannot travel
+    [error] = w.events("agentbus.error", 1)
+    assert error["data"]["code"] == "reply_too_large" and "too large" in error["data"]["message"]
+    assert w.events("agentbus.agent_response", 1)
+    topic = stack.broker.topic("agentbus.llm.requests")
+    assert stack.broker.consume(topic + ".dlq", 1, 3000) == []  # not dead-lettered
+    assert w.worker.ready()

@@ -32,6 +32,7 @@ written `<behaviour>[:<number>]`; any other model (gpt-4o, openclaw:main, ...) m
     slow_first[:ms]   echo, with ms (default 2000) before the first content (stream: after
                       the headers and the role chunk)
     slow_chunks[:ms]  echo, with ms (default 500) between content chunks
+    big[:n]           an answer of n (default 1 000 000) ASCII bytes, streamed in 64 KiB pieces
 
 Every request is recorded before it is answered (method, path, headers with lower-case
 names, body parsed, raw_body): GET /_fake/requests lists them oldest first, DELETE forgets.
@@ -48,7 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MAX_BODY = 20 << 20  # OpenClaw's request body limit
 BEHAVIOURS = ("echo", "empty", "tool_calls", "rate_limit", "server_error", "status",
               "stream_error", "cut", "cut_clean", "garbage", "inband_error", "slow_first",
-              "slow_chunks")
+              "slow_chunks", "big")
 
 _lock = threading.Lock()
 _requests = []
@@ -208,6 +209,9 @@ class Handler(BaseHTTPRequestHandler):
 
         text = {"empty": "", "inband_error": "Error: internal error"}.get(
             behaviour, "echo: " + user)
+        if behaviour == "big":
+            size = arg if arg is not None else 1000000
+            text = ("lorem ipsum " * (size // 12 + 1))[:size]
         words = lambda s: len(re.findall(r"\S+", s))
         prompt = sum(words(m["content"]) for m in req["messages"]
                      if isinstance(m, dict) and isinstance(m.get("content"), str))
@@ -270,6 +274,8 @@ class Handler(BaseHTTPRequestHandler):
                 for i in range(0, len(args), 7)]
         else:
             pieces = [{"content": p} for p in re.findall(r"\s*\S+", text)]
+            if behaviour == "big":
+                pieces = [{"content": text[i:i + 65536]} for i in range(0, len(text), 65536)]
         for n, delta in enumerate(pieces):
             if n and behaviour == "slow_chunks":
                 time.sleep(delay)

@@ -63,8 +63,8 @@ static const char usage_details[] =
     "Fields: --FIELD VALUE sets the JSON field FIELD, '-' read as '_' (--role-description X\n"
     "  sets \"role_description\"). Values are sent as strings, except the integer fields\n"
     "  (connect_timeout_ms, first_token_timeout_ms, idle_timeout_ms, total_timeout_ms,\n"
-    "  max_concurrency) and the boolean field (enabled), which are sent as numbers and\n"
-    "  true/false when they read as such. --json OBJECT starts the body from OBJECT (for null\n"
+    "  max_concurrency) and the boolean fields (enabled, stream), which are sent as numbers\n"
+    "  and true/false when they read as such. --json OBJECT starts the body from OBJECT (for null\n"
     "  and anything flags cannot say); flags are applied over it. The server validates.\n"
     "  Shorthands: --tenant (tenant_id), --agent (agent_id), --member (member_id),\n"
     "  --target-agent (target_agent_id); for agents --role (role_description), --model\n"
@@ -173,6 +173,7 @@ static const struct typed_field {
     { "connect_timeout_ms", FIELD_INT }, { "first_token_timeout_ms", FIELD_INT },
     { "idle_timeout_ms", FIELD_INT },    { "total_timeout_ms", FIELD_INT },
     { "max_concurrency", FIELD_INT },    { "enabled", FIELD_BOOL },
+    { "stream", FIELD_BOOL },
 };
 
 #define COUNT_OF(a) (sizeof(a) / sizeof((a)[0]))

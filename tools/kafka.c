@@ -2,7 +2,9 @@
  * for the end-to-end tests (which use it to inject poison messages and read dead
  * letters). Talks to KAFKA_BOOTSTRAP (or kafka.bootstrap in AGENTBUS_CONFIG).
  *   agentbus-kafka produce TOPIC [--key K] [--header NAME=VALUE]... [--value V]  (else stdin)
- *   agentbus-kafka consume TOPIC [--count N] [--timeout-ms T]   (from the beginning; JSON lines)
+ *   agentbus-kafka consume TOPIC [--count N] [--timeout-ms T] [--idle-ms I]
+ *       from the beginning, one JSON line a message: topic, partition, offset, timestamp,
+ *       key, value, headers
  */
 #include <librdkafka/rdkafka.h>
 #include <stdio.h>
@@ -129,9 +131,15 @@ static void print_message(const rd_kafka_message_t *rkm)
              i++)
             json_object_set_new(headers, name, text_or_hex(value, size));
     }
-    json_t *line = json_pack("{s:s,s:i,s:I,s:o,s:o,s:o}", "topic", rd_kafka_topic_name(rkm->rkt),
-                             "partition", (int)rkm->partition, "offset", (json_int_t)rkm->offset,
-                             "key", text_or_hex(rkm->key, rkm->key_len), "value",
+    /* The message's timestamp (ms since the epoch; the producer's clock when it is
+     * CreateTime, Kafka's default), or null. */
+    rd_kafka_timestamp_type_t ts_type;
+    int64_t ts = rd_kafka_message_timestamp(rkm, &ts_type);
+    json_t *line = json_pack("{s:s,s:i,s:I,s:o,s:o,s:o,s:o}", "topic",
+                             rd_kafka_topic_name(rkm->rkt), "partition", (int)rkm->partition,
+                             "offset", (json_int_t)rkm->offset, "timestamp",
+                             ts >= 0 ? json_integer(ts) : json_null(), "key",
+                             text_or_hex(rkm->key, rkm->key_len), "value",
                              text_or_hex(rkm->payload, rkm->len), "headers", headers);
     char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
     puts(text);

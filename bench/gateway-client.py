@@ -26,7 +26,6 @@ BENCH_AGENT_B (B's id) and BENCH_DB_URL for the breakdown, BENCH_OUT (a director
 Only a loopback BENCH_API is accepted.
 """
 import http.client
-import json
 import os
 import queue
 import random
@@ -34,71 +33,8 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 
-API = os.environ.get("BENCH_API", "http://127.0.0.1:8080")
-TIMEOUT_S = 30
-
-
-def die(msg):
-    print(f"gateway-client: {msg}", file=sys.stderr)
-    sys.exit(1)
-
-
-def connect():
-    url = urllib.parse.urlsplit(API)
-    if url.hostname not in ("127.0.0.1", "localhost"):
-        die(f"BENCH_API={API} is not on 127.0.0.1: refusing")
-    return http.client.HTTPConnection(url.hostname, url.port or 80, timeout=TIMEOUT_S)
-
-
-class Agent:
-    """One agent's keep-alive connection; reconnects once after a dropped connection."""
-
-    def __init__(self, key):
-        self.key = key
-        self.conn = connect()
-
-    def call(self, method, path, body=None):
-        headers = {"X-Api-Key": self.key}
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        for attempt in (1, 2):
-            try:
-                self.conn.request(method, path, payload, headers)
-                resp = self.conn.getresponse()
-                data = resp.read()
-                break
-            except (http.client.HTTPException, OSError):
-                self.conn.close()
-                self.conn = connect()
-                if attempt == 2:
-                    raise
-        try:
-            parsed = json.loads(data) if data else None
-        except ValueError:
-            parsed = None
-        return resp.status, parsed, data
-
-    def send(self, target, content):
-        return self.call("POST", "/api/gateway/send-message", {"target": target, "content": content})
-
-
-def env(name):
-    value = os.environ.get(name)
-    if not value:
-        die(f"{name} is not set")
-    return value
-
-
-def percentile(sorted_values, p):
-    """Nearest-rank percentile of an already sorted list (p in 0..100)."""
-    if not sorted_values:
-        return float("nan")
-    rank = max(1, -(-len(sorted_values) * p // 100))  # ceil(n * p / 100)
-    return sorted_values[int(rank) - 1]
+from benchclient import Agent, env, psql, stats
 
 
 def cmd_send(n, concurrency):
@@ -181,15 +117,12 @@ def db_rows(tag):
     sql = ("SELECT content, extract(epoch FROM created_at), extract(epoch FROM delivered_at)"
            " FROM gateway_messages WHERE agent_id = :'agent' AND starts_with(content, :'prefix')")
     try:
-        out = subprocess.run(["psql", url, "-XAtq", "-F", "\t", "-v", "ON_ERROR_STOP=1",
-                              "-v", f"agent={agent_b}", "-v", f"prefix={tag} lat "],
-                             input=sql, capture_output=True, text=True, timeout=60, check=True).stdout
-    except (subprocess.SubprocessError, OSError) as e:
+        out = psql(url, sql, {"agent": agent_b, "prefix": f"{tag} lat "}, timeout=60)
+    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
         print(f"gateway-client: could not read the inbox rows: {e}", file=sys.stderr)
         return {}
     rows = {}
-    for line in out.splitlines():
-        content, created, delivered = line.split("\t")
+    for content, created, delivered in out:
         if created and delivered:
             rows[content] = (float(created), float(delivered))
     return rows
@@ -242,13 +175,6 @@ def cmd_latency(n):
 
     totals = sorted(s[3] for s in samples)
     split["ack"] = [s[2] for s in samples]
-
-    def stats(values):
-        v = sorted(values)
-        if not v:
-            return "n=0"
-        return (f"n={len(v)} p50={percentile(v, 50):.1f} p90={percentile(v, 90):.1f}"
-                f" p99={percentile(v, 99):.1f} max={v[-1]:.1f} min={v[0]:.1f}")
 
     print(f"BENCHRESULT samples={len(totals)} send_failed={send_failed} missed={missed} stray={poller.stray}")
     print(f"BENCHLAT total {stats(totals)}")

@@ -125,23 +125,9 @@ admin_token
 # environment, never a command line.
 ctl() { AGENTBUS_ADMIN_TOKEN=$token AGENTBUS_URL=$api "$bin/agentbusctl" -q "$@"; }
 
-bootstrap=$(cat "$run/kafka.bootstrap" 2>/dev/null || echo "?")
-broker_pid=0
+broker_facts
 mock_note=""
-if pid_alive "$run/pids/devbroker.pid"; then
-    broker="embedded"
-    broker_pid=$(cat "$run/pids/devbroker.pid")
-    broker_desc="librdkafka mock cluster (agentbus-devbroker) at $bootstrap"
-    mock_note="With the mock cluster, the dispatcher sees a message up to kafka.fetch_wait_max_ms after Kafka acknowledged it (scripts/stack.sh sets 20 ms for the mock; the default is 500): librdkafka's mock broker holds an empty Fetch for that whole wait instead of answering when data arrives. That is most of the \"row written\" part of the latency; a real broker answers the fetch as soon as data arrives."
-else
-    broker="kafka"
-    if [ -s "$run/kafka/bootstrap" ] && [ "$(cat "$run/kafka/bootstrap")" = "$bootstrap" ] && pid_alive "$run/kafka/kafka.pid"; then
-        broker_pid=$(cat "$run/kafka/kafka.pid")
-        broker_desc="Apache Kafka $(sed -n 's/^KAFKA_VERSION=//p' scripts/kafka.sh) (scripts/kafka.sh: one KRaft node, 127.0.0.1) at $bootstrap"
-    else
-        broker_desc="KAFKA_BOOTSTRAP=$bootstrap"
-    fi
-fi
+[ "$broker" != embedded ] || mock_note="With the mock cluster, the dispatcher sees a message up to kafka.fetch_wait_max_ms after Kafka acknowledged it (scripts/stack.sh sets 20 ms for the mock; the default is 500): librdkafka's mock broker holds an empty Fetch for that whole wait instead of answering when data arrives. That is most of the \"row written\" part of the latency; a real broker answers the fetch as soon as data arrives."
 # How the long poll waits, read from the source that was built (a reused stack may run
 # older binaries): woken by the dispatcher's NOTIFY, or re-checking on a timer only.
 recheck=$(awk '/#define POLL_RECHECK_MS/ { print $3 }' services/ingress/gateway_inbox.c 2>/dev/null || true)

@@ -134,6 +134,27 @@ stack_down_checked() {
     fi
 }
 
+# --- the broker -----------------------------------------------------------------------
+# broker_facts: sets bootstrap (the stack's), broker ("embedded" or "kafka"), broker_pid (0
+# when it is not ours to watch) and broker_desc (for the report).
+broker_facts() {
+    bootstrap=$(cat "$run/kafka.bootstrap" 2>/dev/null || echo "?")
+    broker_pid=0
+    if pid_alive "$run/pids/devbroker.pid"; then
+        broker="embedded"
+        broker_pid=$(cat "$run/pids/devbroker.pid")
+        broker_desc="librdkafka mock cluster (agentbus-devbroker) at $bootstrap"
+    else
+        broker="kafka"
+        if [ -s "$run/kafka/bootstrap" ] && [ "$(cat "$run/kafka/bootstrap")" = "$bootstrap" ] && pid_alive "$run/kafka/kafka.pid"; then
+            broker_pid=$(cat "$run/kafka/kafka.pid")
+            broker_desc="Apache Kafka $(sed -n 's/^KAFKA_VERSION=//p' scripts/kafka.sh) (scripts/kafka.sh: one KRaft node, 127.0.0.1) at $bootstrap"
+        else
+            broker_desc="KAFKA_BOOTSTRAP=$bootstrap"
+        fi
+    fi
+}
+
 # --- PostgreSQL and the admin token ---------------------------------------------------
 # db_connect: sets db_url and db_desc (DATABASE_URL, or the throwaway cluster in .run/pg).
 db_connect() {

@@ -2,6 +2,15 @@
  * bookkeeping libcurl does not do for us, namely the first-byte and idle deadlines, the
  * callbacks' verdicts, and cancellation.
  *
+ * It is event-driven (curl_multi_socket_action on an epoll set), so that a turn costs what
+ * happened in it, not what is in flight: libcurl tells us which sockets to watch and when its
+ * own timer is due, and we hand it back only the sockets that are ready. (curl_multi_poll and
+ * curl_multi_perform walk every transfer on every turn: with thousands of streams open, that
+ * walk, and a poll() over every socket, was nearly all of the engine's CPU.) Our own first-
+ * byte and idle deadlines are checked by a sweep over the transfers that runs only when the
+ * nearest deadline is due; a deadline that starts later (a request going out, a chunk
+ * arriving) pulls the next sweep forward, never back.
+ *
  * The one rule that shapes this file: libcurl forbids curl_multi_* calls from inside its
  * callbacks, and our callers' callbacks run inside them. So add and cancel never touch the
  * multi handle: add queues the request (run attaches it), and cancel only marks it (run's
@@ -10,9 +19,13 @@
 #include "common/http_multi.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "common/http_easy.h"
 #include "common/util.h"
@@ -28,11 +41,17 @@ enum stop {
     STOP_CANCELLED,
 };
 
+/* Ready sockets taken per turn; more stay ready for the next (epoll is level-triggered). */
+#define MAX_EVENTS 256
+
 struct xfer {
     struct xfer *prev, *next;
+    struct ab_http_multi *m;
     uint64_t id;
     CURL *curl;
-    bool attached; /* added to the multi handle (run does it) */
+    bool attached;             /* added to the multi handle (run does it) */
+    bool queued;               /* in the queue of transfers to attach */
+    struct xfer *next_queued;
     struct ab_http_multi_callbacks cb;
     void *ud;
     struct ab_http_easy_prepared prep; /* owns the header lines libcurl sends */
@@ -56,6 +75,12 @@ struct ab_http_multi {
     struct xfer *head, *tail; /* every transfer whose on_done has not begun, in add order */
     size_t count;
     uint64_t last_id;
+    struct xfer *queue_head, *queue_tail; /* added, not yet attached */
+    int epfd;                  /* the sockets libcurl asked us to watch, and wakefd */
+    int wakefd;                /* an eventfd: ab_http_multi_wakeup */
+    int64_t curl_deadline;     /* when libcurl's timer is due (monotonic ms), -1: none */
+    int64_t next_sweep;        /* when the nearest of our own deadlines may be due */
+    bool sweep_now;            /* a cancellation waits for the sweep */
     bool in_run;  /* inside ab_http_multi_run: callbacks may be running */
     bool closing; /* inside ab_http_multi_free: no new requests */
 };
@@ -79,6 +104,47 @@ const char *ab_http_multi_reason_name(enum ab_http_multi_reason reason)
     return reason_names[reason];
 }
 
+/* CURLMOPT_SOCKETFUNCTION: libcurl says which events of socket s it waits for. Only epoll is
+ * touched here (no curl_multi_* call is allowed inside). A socket number libcurl reuses after
+ * closing one is added afresh (MOD fails with ENOENT once the kernel dropped the closed
+ * one), and one still registered is modified (ADD fails with EEXIST). */
+static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct ab_http_multi *m = userp;
+    struct epoll_event ev = { .data.fd = s };
+
+    (void)easy;
+    (void)socketp;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(m->epfd, EPOLL_CTL_DEL, s, NULL); /* gone already when closed: fine */
+        return 0;
+    }
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    if (epoll_ctl(m->epfd, EPOLL_CTL_MOD, s, &ev) == 0)
+        return 0;
+    if (errno == ENOENT && epoll_ctl(m->epfd, EPOLL_CTL_ADD, s, &ev) == 0)
+        return 0;
+    return -1; /* libcurl fails the transfers of this socket */
+}
+
+/* CURLMOPT_TIMERFUNCTION: when libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT)
+ * (its connect and total timeouts, retries of its own); -1 cancels the timer. */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct ab_http_multi *m = userp;
+
+    (void)multi;
+    m->curl_deadline = timeout_ms < 0 ? -1 : ab_monotonic_ms() + timeout_ms;
+    return 0;
+}
+
+/* A deadline of ours starts: the next sweep comes no later than it. */
+static void deadline_at(struct ab_http_multi *m, int64_t when)
+{
+    if (when < m->next_sweep)
+        m->next_sweep = when;
+}
+
 struct ab_http_multi *ab_http_multi_new(const struct ab_http_multi_options *options)
 {
     struct ab_http_multi_options o = { .max_transfers = 0 };
@@ -96,24 +162,43 @@ struct ab_http_multi *ab_http_multi_new(const struct ab_http_multi_options *opti
     m = calloc(1, sizeof(*m));
     if (m == NULL)
         return NULL;
+    m->epfd = m->wakefd = -1;
     m->max_transfers = o.max_transfers;
+    m->curl_deadline = -1;
+    m->next_sweep = INT64_MAX;
+    m->epfd = epoll_create1(EPOLL_CLOEXEC);
+    m->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     m->multi = curl_multi_init();
-    if (m->multi == NULL) {
-        free(m);
-        return NULL;
-    }
+    struct epoll_event wake = { .events = EPOLLIN, .data.fd = m->wakefd };
+    if (m->epfd < 0 || m->wakefd < 0 || m->multi == NULL ||
+        epoll_ctl(m->epfd, EPOLL_CTL_ADD, m->wakefd, &wake) != 0)
+        goto fail;
     /* As many idle connections kept for reuse as transfers may run: after a burst, the next
      * one finds a warm connection for each. */
     rc = curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)o.max_transfers);
     if (rc == CURLM_OK)
         rc = curl_multi_setopt(m->multi, CURLMOPT_MAX_HOST_CONNECTIONS,
                                o.max_host_connections);
-    if (rc != CURLM_OK) {
-        curl_multi_cleanup(m->multi);
-        free(m);
-        return NULL;
-    }
+    if (rc == CURLM_OK)
+        rc = curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    if (rc == CURLM_OK)
+        rc = curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
+    if (rc == CURLM_OK)
+        rc = curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    if (rc == CURLM_OK)
+        rc = curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
+    if (rc != CURLM_OK)
+        goto fail;
     return m;
+fail:
+    if (m->multi != NULL)
+        curl_multi_cleanup(m->multi);
+    if (m->epfd >= 0)
+        close(m->epfd);
+    if (m->wakefd >= 0)
+        close(m->wakefd);
+    free(m);
+    return NULL;
 }
 
 static void list_unlink(struct ab_http_multi *m, struct xfer *x)
@@ -285,6 +370,8 @@ static int on_prereq(void *clientp, char *primary_ip, char *local_ip, int primar
     if (x->stop != STOP_NONE)
         return CURL_PREREQFUNC_ABORT;
     x->sent_ms = ab_monotonic_ms();
+    if (x->first_byte_timeout_ms > 0)
+        deadline_at(x->m, x->sent_ms + x->first_byte_timeout_ms);
     return CURL_PREREQFUNC_OK;
 }
 
@@ -338,6 +425,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     if (x->first_byte_ms < 0)
         x->first_byte_ms = now;
     x->last_data_ms = now;
+    if (x->idle_timeout_ms > 0)
+        deadline_at(x->m, now + x->idle_timeout_ms);
     x->body_bytes += len;
     if (x->cb.on_data == NULL) {
         x->waiting_first = false;
@@ -367,7 +456,9 @@ void ab_http_multi_free(struct ab_http_multi *m)
         m->head->stop = STOP_CANCELLED;
         finish(m, m->head, CURLE_OK, AB_HTTP_MULTI_CANCELLED);
     }
-    curl_multi_cleanup(m->multi);
+    curl_multi_cleanup(m->multi); /* may still tell on_socket to forget sockets */
+    close(m->epfd);
+    close(m->wakefd);
     free(m);
 }
 
@@ -458,7 +549,14 @@ enum ab_err ab_http_multi_add(struct ab_http_multi *m, const struct ab_http_mult
         return rc == CURLE_OUT_OF_MEMORY ? AB_ERR_NOMEM : AB_ERR_INTERNAL;
     }
     x->id = ++m->last_id;
+    x->m = m;
     x->added_ms = ab_monotonic_ms();
+    x->queued = true;
+    if (m->queue_tail != NULL)
+        m->queue_tail->next_queued = x;
+    else
+        m->queue_head = x;
+    m->queue_tail = x;
     x->prev = m->tail;
     if (m->tail != NULL)
         m->tail->next = x;
@@ -477,6 +575,7 @@ enum ab_err ab_http_multi_cancel(struct ab_http_multi *m, uint64_t id)
     for (struct xfer *x = m->head; x != NULL; x = x->next) {
         if (x->id == id) {
             x->stop = STOP_CANCELLED; /* overrides any other verdict not yet reported */
+            m->sweep_now = true;
             return AB_OK;
         }
     }
@@ -490,24 +589,37 @@ size_t ab_http_multi_in_flight(const struct ab_http_multi *m)
 
 enum ab_err ab_http_multi_wakeup(struct ab_http_multi *m)
 {
-    return curl_multi_wakeup(m->multi) == CURLM_OK ? AB_OK : AB_ERR_INTERNAL;
+    uint64_t one = 1;
+
+    /* EAGAIN: the counter is full, so a wakeup is pending anyway. */
+    if (write(m->wakefd, &one, sizeof(one)) == (ssize_t)sizeof(one) || errno == EAGAIN)
+        return AB_OK;
+    return AB_ERR_INTERNAL;
 }
 
-/* Attaches queued transfers to the multi handle. @returns how many on_done were called. */
+/* Attaches the queued transfers to the multi handle; a queued one cancelled meanwhile ends
+ * here, never having started. @returns how many on_done were called. */
 static int attach_new(struct ab_http_multi *m)
 {
     int fired = 0;
 
-    for (struct xfer *x = m->head, *next; x != NULL; x = next) {
-        next = x->next;
-        if (x->attached || x->stop != STOP_NONE)
-            continue; /* a cancelled one is swept without ever starting */
-        if (curl_multi_add_handle(m->multi, x->curl) == CURLM_OK) {
+    while (m->queue_head != NULL) {
+        struct xfer *x = m->queue_head;
+
+        m->queue_head = x->next_queued;
+        if (m->queue_head == NULL)
+            m->queue_tail = NULL;
+        x->queued = false;
+        x->next_queued = NULL;
+        if (x->stop != STOP_NONE) {
+            finish(m, x, CURLE_OK, AB_HTTP_MULTI_CANCELLED);
+            fired++;
+        } else if (curl_multi_add_handle(m->multi, x->curl) == CURLM_OK) {
             x->attached = true;
-            continue;
+        } else {
+            finish(m, x, CURLE_FAILED_INIT, AB_HTTP_MULTI_FAILED);
+            fired++;
         }
-        finish(m, x, CURLE_FAILED_INIT, AB_HTTP_MULTI_FAILED);
-        fired++;
     }
     return fired;
 }
@@ -524,6 +636,8 @@ static int sweep(struct ab_http_multi *m, int64_t *next_deadline)
         int64_t first = INT64_MAX, idle = INT64_MAX;
 
         next = x->next;
+        if (x->queued)
+            continue; /* attach_new ends it if cancelled; none of its clocks runs yet */
         if (x->stop == STOP_CANCELLED) {
             finish(m, x, CURLE_OK, AB_HTTP_MULTI_CANCELLED);
             fired++;
@@ -576,32 +690,81 @@ static enum ab_err multi_err(CURLMcode rc)
     return rc == CURLM_OUT_OF_MEMORY ? AB_ERR_NOMEM : AB_ERR_INTERNAL;
 }
 
+/* Sweeps when a cancellation waits or the nearest deadline of ours may have passed.
+ * @returns how many on_done were called. */
+static int sweep_due(struct ab_http_multi *m)
+{
+    int64_t deadline = INT64_MAX;
+    int fired;
+
+    if (!m->sweep_now && ab_monotonic_ms() < m->next_sweep)
+        return 0;
+    m->sweep_now = false;
+    m->next_sweep = INT64_MAX;
+    fired = sweep(m, &deadline);
+    deadline_at(m, deadline);
+    return fired;
+}
+
+/* Hands libcurl what epoll saw on its sockets, and its timer when due. */
+static enum ab_err drive(struct ab_http_multi *m, const struct epoll_event *events, int n)
+{
+    CURLMcode rc = CURLM_OK;
+    int running = 0;
+
+    for (int i = 0; i < n && rc == CURLM_OK; i++) {
+        int fd = events[i].data.fd, mask = 0;
+        uint32_t e = events[i].events;
+
+        if (fd == m->wakefd) {
+            uint64_t count;
+
+            if (read(m->wakefd, &count, sizeof(count)) < 0) {
+                /* EAGAIN: drained already */
+            }
+            continue;
+        }
+        if (e & (EPOLLIN | EPOLLHUP | EPOLLRDHUP))
+            mask |= CURL_CSELECT_IN; /* read what is left, then the end */
+        if (e & EPOLLOUT)
+            mask |= CURL_CSELECT_OUT;
+        if (e & EPOLLERR)
+            mask |= CURL_CSELECT_ERR;
+        rc = curl_multi_socket_action(m->multi, fd, mask, &running);
+    }
+    if (rc == CURLM_OK && m->curl_deadline >= 0 && ab_monotonic_ms() >= m->curl_deadline) {
+        m->curl_deadline = -1; /* on_timer may set it again from inside */
+        rc = curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    return rc == CURLM_OK ? AB_OK : multi_err(rc);
+}
+
 enum ab_err ab_http_multi_run(struct ab_http_multi *m, int timeout_ms)
 {
-    int64_t deadline = INT64_MAX, now;
-    int fired, running, wait_ms = timeout_ms < 0 ? 0 : timeout_ms;
-    enum ab_err err = AB_OK;
-    CURLMcode rc;
+    struct epoll_event events[MAX_EVENTS];
+    int64_t now;
+    int fired, n, wait_ms = timeout_ms < 0 ? 0 : timeout_ms;
+    enum ab_err err;
 
     if (m->in_run)
         return AB_ERR_INVALID;
     m->in_run = true;
     fired = attach_new(m);
-    fired += sweep(m, &deadline);
+    fired += sweep_due(m);
     now = ab_monotonic_ms();
     if (fired > 0)
         wait_ms = 0; /* this turn already did something: let the caller look at it */
-    else if (deadline != INT64_MAX && deadline - now < wait_ms)
-        wait_ms = deadline - now < 0 ? 0 : (int)(deadline - now);
-    /* libcurl lowers the wait further to its own timers (connect and total timeouts). */
-    rc = curl_multi_poll(m->multi, NULL, 0, wait_ms, NULL);
-    if (rc == CURLM_OK)
-        rc = curl_multi_perform(m->multi, &running);
-    if (rc != CURLM_OK)
-        err = multi_err(rc);
+    if (m->curl_deadline >= 0 && m->curl_deadline - now < wait_ms)
+        wait_ms = m->curl_deadline - now < 0 ? 0 : (int)(m->curl_deadline - now);
+    if (m->next_sweep != INT64_MAX && m->next_sweep - now < wait_ms)
+        wait_ms = m->next_sweep - now < 0 ? 0 : (int)(m->next_sweep - now);
+    n = epoll_wait(m->epfd, events, MAX_EVENTS, wait_ms);
+    if (n < 0)
+        n = 0; /* EINTR: a turn without events */
+    err = drive(m, events, n);
     read_done(m);
-    deadline = INT64_MAX;
-    sweep(m, &deadline);
+    attach_new(m); /* added by this turn's callbacks: they start now */
+    sweep_due(m);
     m->in_run = false;
     return err;
 }

@@ -82,11 +82,19 @@ enum ab_err ab_producer_new(const struct ab_config *cfg, const char *client_id,
     if (conf == NULL)
         return AB_ERR_CONFIG;
     snprintf(timeout, sizeof(timeout), "%lld", ab_config_int(cfg, AB_OPT_KAFKA_PRODUCE_TIMEOUT_MS));
-    if (ab_kafka_conf_set(conf, "enable.idempotence", "true", errstr, size) ||
+    /* Batching against latency is the operator's to tune in kafka.properties (linger.ms 0
+     * saves each send its 5 ms wait for company); the delivery guarantees are not theirs to
+     * weaken, so those are set after, over whatever kafka.properties said. */
+    const json_t *props = ab_config_object(cfg, AB_OPT_KAFKA_PROPERTIES);
+    bool linger_set = json_object_get(props, "linger.ms") != NULL ||
+                      json_object_get(props, "queue.buffering.max.ms") != NULL;
+    bool codec_set = json_object_get(props, "compression.codec") != NULL ||
+                     json_object_get(props, "compression.type") != NULL;
+    if ((!linger_set && ab_kafka_conf_set(conf, "linger.ms", "5", errstr, size)) ||
+        (!codec_set && ab_kafka_conf_set(conf, "compression.codec", "lz4", errstr, size)) ||
+        ab_kafka_conf_set(conf, "enable.idempotence", "true", errstr, size) ||
         ab_kafka_conf_set(conf, "acks", "all", errstr, size) ||
-        ab_kafka_conf_set(conf, "linger.ms", "5", errstr, size) ||
-        ab_kafka_conf_set(conf, "message.timeout.ms", timeout, errstr, size) ||
-        ab_kafka_conf_set(conf, "compression.codec", "lz4", errstr, size)) {
+        ab_kafka_conf_set(conf, "message.timeout.ms", timeout, errstr, size)) {
         rd_kafka_conf_destroy(conf);
         return AB_ERR_CONFIG;
     }

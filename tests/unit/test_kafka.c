@@ -955,6 +955,41 @@ TEST(kafka_consumer_partition_returning_after_rebalance_is_not_stuck)
         fclose(devnull);
 }
 
+/* The producer's setting of a property, as librdkafka holds it. */
+static void producer_conf(struct kenv *e, const char *name, char *out, size_t size)
+{
+    const rd_kafka_conf_t *conf = rd_kafka_conf(ab_producer_handle(e->producer));
+    REQUIRE(rd_kafka_conf_get(conf, name, out, &size) == RD_KAFKA_CONF_OK);
+}
+
+/* kafka.properties may tune batching (linger, compression), never weaken the guarantees. */
+TEST(kafka_producer_properties_tune_batching_not_guarantees)
+{
+    struct kenv e;
+    char v[64];
+    const char *extra[] = { "AGENTBUS_KAFKA_PROPERTIES={\"linger.ms\":0,\"compression.codec\":"
+                            "\"none\",\"acks\":\"1\",\"enable.idempotence\":false,"
+                            "\"log_level\":2}",
+                            NULL };
+    kenv_setup(&e, "props", 1, extra);
+    producer_conf(&e, "linger.ms", v, sizeof(v));
+    CHECK_STR_EQ(v, "0");
+    producer_conf(&e, "compression.codec", v, sizeof(v));
+    CHECK_STR_EQ(v, "none");
+    producer_conf(&e, "acks", v, sizeof(v));
+    CHECK_STR_EQ(v, "-1"); /* all */
+    producer_conf(&e, "enable.idempotence", v, sizeof(v));
+    CHECK_STR_EQ(v, "true");
+    kenv_teardown(&e);
+
+    kenv_setup(&e, "props-default", 1, NULL); /* and our defaults otherwise */
+    producer_conf(&e, "linger.ms", v, sizeof(v));
+    CHECK_STR_EQ(v, "5");
+    producer_conf(&e, "compression.codec", v, sizeof(v));
+    CHECK_STR_EQ(v, "lz4");
+    kenv_teardown(&e);
+}
+
 /* A batch is queued at once and awaited at once; each event has its own result, and one
  * Kafka refuses (over message.max.bytes) does not keep the others from being written. */
 TEST(kafka_send_events_batch_with_one_refused)

@@ -87,6 +87,10 @@ def choose(model, header):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, as real servers do
     server_version = "fake-openai/1"
+    # TCP_NODELAY, as real servers set it: a stream is many small writes, and with Nagle each
+    # one after the first waits for the client's delayed ACK (40 ms on Linux) on a kept-alive
+    # connection, which would show up as the client's latency.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # quiet: tests read stdout for the port only
         pass

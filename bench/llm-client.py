@@ -9,10 +9,12 @@ every sample under BENCH_OUT.
 1. Latency (BENCH_LAT_SAMPLES, after BENCH_WARMUP unmeasured): alice sends to bob (native,
    a streaming model that echoes word by word at once) and long-polls until bob's answer
    comes, one at a time. Each sample is split with the request's own clocks: the Kafka
-   timestamps (CreateTime, ms) of the agentbus.llm.request the dispatcher produced (T0) and
-   of the agentbus.agent_response the worker produced after the reply was acknowledged
-   (T1), and the llm_requests row (created_at when the outcome was recorded, latency_ms
-   from the request's arrival in the worker to then, the call's ms as libcurl measured it).
+   timestamp (CreateTime, ms) of the agentbus.llm.request the dispatcher produced (T0); the
+   worker's log line saying the request was answered, written once Kafka acknowledged its
+   events (T1, the line's time, ms); and the llm_requests row (created_at when the outcome
+   was recorded, latency_ms from the request's arrival in the worker to then, the call's
+   ms as libcurl measured it). (The events' own CreateTime cannot serve as T1: they are
+   queued together, and stamped before their acks.)
    The worker's span is T1 - T0; what the worker adds is that span less its model call:
    Kafka's delivery to the worker + the work before and after the call (PostgreSQL reads
    and writes, hand-overs between threads) + recording and publishing the outcome (two
@@ -29,10 +31,11 @@ every sample under BENCH_OUT.
 
 Environment: BENCH_API, BENCH_ADMIN_TOKEN, BENCH_DB_URL, BENCH_FAKE_URL, BENCH_FAKE_KEY
 (the fake's API key, never on a command line), BENCH_BIN (agentbus-kafka), KAFKA_BOOTSTRAP,
-BENCH_WORKER_PID, BENCH_WORKER_OPS (the worker's ops URL), BENCH_OUT, BENCH_TAG, and the
+BENCH_WORKER_PID, BENCH_WORKER_OPS (the worker's ops URL), BENCH_WORKER_LOG (its log file), BENCH_OUT, BENCH_TAG, and the
 knobs above. The tenant it creates is removed at the end unless BENCH_KEEP=1.
 """
 import concurrent.futures
+import datetime
 import json
 import os
 import re
@@ -48,6 +51,7 @@ API, DB, FAKE, BIN, OUT, TAG = (env(n) for n in ("BENCH_API", "BENCH_DB_URL", "B
                                                  "BENCH_BIN", "BENCH_OUT", "BENCH_TAG"))
 ADMIN, FAKE_KEY = env("BENCH_ADMIN_TOKEN"), env("BENCH_FAKE_KEY")
 WORKER_PID, WORKER_OPS = int(env("BENCH_WORKER_PID")), env("BENCH_WORKER_OPS")
+WORKER_LOG = env("BENCH_WORKER_LOG")
 LAT_SAMPLES = int(os.environ.get("BENCH_LAT_SAMPLES", "300"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "10"))
 DIRECT_SAMPLES = int(os.environ.get("BENCH_DIRECT_SAMPLES", "300"))
@@ -192,8 +196,7 @@ def phase_latency(t):
                     " first_token_ms, status FROM llm_requests WHERE agent_id = :'a' ORDER BY created_at",
                 {"a": bob})[WARMUP:]
     requests = {ev["id"]: ts for ts, ev in kafka_timestamps("agentbus.llm.requests")}
-    responses = {ev["data"]["request_id"]: ts for ts, ev in kafka_timestamps("agentbus.events")
-                 if ev.get("type") == "agentbus.agent_response"}
+    responses = answered_times()
     parts = {k: [] for k in ("span", "call", "added", "to_worker", "in_worker", "out", "ttft")}
     with open(os.path.join(OUT, "llm-latency-samples.tsv"), "w") as f:
         f.write("request_id\tspan_ms\tcall_ms\tadded_ms\tto_worker_ms\tin_worker_ms\tout_ms\n")
@@ -211,6 +214,24 @@ def phase_latency(t):
             f.write(rid + "\t" + "\t".join(f"{v[k]:.2f}" for k in list(parts)[:-1]) + "\n")
     body = last_worker_body()
     return samples, parts, body
+
+
+def answered_times():
+    """{request id: ms since the epoch} of the worker's "answered" log lines, written once
+    Kafka acknowledged the request's events."""
+    times = {}
+    pattern = re.compile(r"^llm request ([0-9a-f-]{36}): .* answered ")
+    with open(WORKER_LOG, errors="replace") as f:
+        for line in f:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            match = pattern.match(entry.get("message", ""))
+            if match:
+                when = datetime.datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
+                times[match.group(1)] = when.timestamp() * 1000
+    return times
 
 
 def last_worker_body():
@@ -262,12 +283,11 @@ def phase_concurrency(t, n):
     prefix = f"c{n}-"
     model = t.model(f"bench-hold-{n}", f"slow_chunks:{interval}", n)
     t.natives(prefix, n, model)
-    ids = t.agent_ids(prefix + "%")
-    id_list = "{" + ",".join(ids) + "}"
 
     def outcomes():
-        return dict(psql(DB, "SELECT status, count(*) FROM llm_requests WHERE agent_id = ANY(:'ids'::uuid[])"
-                             " GROUP BY status", {"ids": id_list}))
+        return dict(psql(DB, "SELECT r.status, count(*) FROM llm_requests r JOIN agents a ON a.id = r.agent_id"
+                             " WHERE a.tenant_id = :'t' AND a.name LIKE :'p' GROUP BY r.status",
+                         {"t": t.id, "p": prefix + "%"}))
 
     base = proc_status()
     base_cpu, started = proc_cpu_s(), time.time()
@@ -362,7 +382,7 @@ llm_worker.history_turns earlier turns, the new message). Milliseconds.
 {row("&nbsp;&nbsp;recording the outcome and publishing reply + agent_response (acks=all)", parts["out"])}
 {row("model call inside the worker (libcurl multi, keep-alive)", parts["call"])}
 {row("model call, direct (curl, same body, new connection)", direct)}
-{row("worker span: llm.request produced to agent_response produced", parts["span"])}
+{row("worker span: llm.request produced to its events acknowledged", parts["span"])}
 {row("time to first token inside the worker", parts["ttft"])}
 {row("send-message to the answer in alice's long poll (whole bus)", samples)}
 """)

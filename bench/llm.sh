@@ -21,8 +21,9 @@
 # 127.0.0.1 is ever targeted. Raw outputs and logs go to a directory under /tmp.
 #
 # Knobs (environment): BENCH_LAT_SAMPLES (300), BENCH_WARMUP (10), BENCH_DIRECT_SAMPLES (300),
-# BENCH_CONC_LEVELS ("100 1000 2000"), BENCH_HOLD_S (30), BENCH_KEEP (0: the tenant is
-# removed at the end).
+# BENCH_CONC_LEVELS ("100 1000 2000"; empty skips the phase), BENCH_HOLD_S (30), BENCH_KEEP
+# (0: the tenant is removed at the end). AGENTBUS_KAFKA_PROPERTIES reaches the services as
+# ever, e.g. '{"linger.ms":0}' to see what the producer's batching wait costs.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,6 +84,7 @@ say "running bench/llm-client.py (levels: ${levels:-none})"
 BENCH_API=$api BENCH_ADMIN_TOKEN=$token BENCH_DB_URL=$db_url BENCH_FAKE_URL=$fake_url \
     BENCH_FAKE_KEY=$fake_key BENCH_BIN=$bin KAFKA_BOOTSTRAP=$bootstrap \
     BENCH_WORKER_PID=$(pid_of llm-worker) BENCH_WORKER_OPS="http://127.0.0.1:${ops_port[llm-worker]}" \
+    BENCH_WORKER_LOG="$run/logs/llm-worker.log" \
     BENCH_OUT=$out BENCH_TAG="bench-llm-$(date +%Y%m%d%H%M%S)-$$" BENCH_CONC_LEVELS="$levels" \
     python3 bench/llm-client.py >"$out/client.md" 2>"$out/client.log" ||
     { cat "$out/client.log" >&2; die "bench/llm-client.py failed"; }
@@ -92,6 +94,7 @@ while IFS= read -r line; do problems+=("${line#BENCHPROBLEM }"); done < <(grep '
 stack_down_checked
 logs_scan
 
+props_desc=${AGENTBUS_KAFKA_PROPERTIES:-"(none: the producer keeps linger.ms 5 and lz4)"}
 cat <<EOF
 ## agentbus LLM worker benchmark ($broker broker)
 
@@ -100,6 +103,7 @@ cat <<EOF
 $(facts_rows)
 | model | tests/fake_llm/fake_openai.py (Python, a thread per connection) at $fake_url, streaming |
 | worker | one process, llm_worker.max_in_flight $AGENTBUS_LLM_WORKER_MAX_IN_FLIGHT, llm_worker.db_threads and database.pool_size as configured |
+| kafka.properties | $props_desc |
 
 $(grep -vE '^(BENCHPROBLEM|BENCHRESULT|BENCHSTATS) ' "$out/client.md")
 

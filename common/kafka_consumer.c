@@ -403,13 +403,10 @@ static bool dead_letter_message(struct ab_consumer *c, const struct ab_consumed 
     return false;
 }
 
-/* Runs one message through the envelope check and the handler. @returns true when the
- * message is finished (offset stored), false when it must be tried again. */
-static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
+/* What a handler sees of rkm (borrowed from it; the event is set once parsed). */
+static struct ab_consumed consumed_of(rd_kafka_message_t *rkm, int attempt)
 {
-    char reason[512] = "";
-    struct ab_event *ev = NULL;
-    struct ab_consumed msg = {
+    return (struct ab_consumed){
         .topic = rd_kafka_topic_name(rkm->rkt),
         .partition = rkm->partition,
         .offset = rkm->offset,
@@ -420,6 +417,15 @@ static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
         .attempt = attempt,
         .rkm = rkm,
     };
+}
+
+/* Runs one message through the envelope check and the handler. @returns true when the
+ * message is finished (offset stored), false when it must be tried again. */
+static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
+{
+    char reason[512] = "";
+    struct ab_event *ev = NULL;
+    struct ab_consumed msg = consumed_of(rkm, attempt);
     int64_t started = ab_monotonic_ms();
     const char *outcome = "done";
     enum ab_err err = ab_event_parse(rkm->payload, rkm->len, &ev, reason, sizeof(reason));
@@ -790,17 +796,7 @@ static void accept_message(struct ab_consumer *c, rd_kafka_message_t *rkm)
     struct ab_consumer_job *job = ab_xcalloc(1, sizeof(*job));
     job->c = c;
     job->rkm = rkm;
-    job->msg = (struct ab_consumed){
-        .topic = rd_kafka_topic_name(rkm->rkt),
-        .partition = rkm->partition,
-        .offset = rkm->offset,
-        .key = rkm->key,
-        .key_len = rkm->key_len,
-        .value = rkm->payload,
-        .value_len = rkm->len,
-        .attempt = 1,
-        .rkm = rkm,
-    };
+    job->msg = consumed_of(rkm, 1);
     struct part *p = get_part(c, job->msg.topic, rkm->partition);
     job->part = p;
     if (p->count == p->cap) {

@@ -3,75 +3,17 @@
 #include "test.h"
 
 #include "common/http_client.h"
+#include "loopback_http.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_CONNS 16
-#define MAX_RECORDED 16
-#define POLL_MS 20
-
-/* One request as the server received it. */
-struct recorded {
-    char method[16];
-    char path[256];
-    char head[8192]; /* request line and header lines, exactly as received */
-    char body[8192];
-    size_t body_len;
-    int conn; /* which accepted connection carried it, counting from 1 */
-};
-
-/* The server: an accept thread and one thread per connection, all stopped by the flag.
- * Each test runs in its own forked process, so one static server per process suffices. */
-static struct {
-    int listen_fd;
-    int port;
-    atomic_bool stop;
-    pthread_t accept_thread;
-    pthread_t conn_threads[MAX_CONNS];
-    int conn_fds[MAX_CONNS];
-    pthread_mutex_t lock; /* guards accepts, requests and request_count */
-    int accepts;
-    struct recorded requests[MAX_RECORDED];
-    int request_count;
-} srv = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
-/* Waits for data while watching the stop flag. @returns bytes read, 0 on EOF or stop. */
-static ssize_t read_some(int fd, char *buf, size_t size)
+/* Holds the response until the client hangs up (or 5 s pass), as a stalled upstream would. */
+static void stall(int fd)
 {
-    while (!atomic_load(&srv.stop)) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        int ready = poll(&pfd, 1, POLL_MS);
-
-        if (ready < 0)
-            return 0;
-        if (ready > 0) {
-            ssize_t n = recv(fd, buf, size, 0);
-            return n < 0 ? 0 : n;
-        }
-    }
-    return 0;
-}
-
-static bool send_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        /* MSG_NOSIGNAL: a client that gave up must not kill the test with SIGPIPE. */
-        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-
-        if (n <= 0)
-            return false;
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
+    lh_nap(fd, 5000);
 }
 
 static bool send_response(int fd, const char *method, const char *status, const char *headers,
@@ -81,26 +23,13 @@ static bool send_response(int fd, const char *method, const char *status, const 
     int n = snprintf(head, sizeof(head), "HTTP/1.1 %s\r\nContent-Length: %zu\r\n%s\r\n", status,
                      body_len, headers);
 
-    if (n < 0 || (size_t)n >= sizeof(head) || !send_all(fd, head, (size_t)n))
+    if (n < 0 || (size_t)n >= sizeof(head) || !lh_send_all(fd, head, (size_t)n))
         return false;
-    return strcmp(method, "HEAD") == 0 || send_all(fd, body, body_len);
-}
-
-/* Holds the response until the client hangs up (or 5 s pass), as a stalled upstream would. */
-static void stall(int fd)
-{
-    char byte;
-
-    for (int waited = 0; waited < 5000 && !atomic_load(&srv.stop); waited += POLL_MS) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-
-        if (poll(&pfd, 1, POLL_MS) > 0 && recv(fd, &byte, 1, MSG_PEEK) <= 0)
-            return;
-    }
+    return strcmp(method, "HEAD") == 0 || lh_send_all(fd, body, body_len);
 }
 
 /* Answers one request by its path. @returns false when the connection must close. */
-static bool respond(int fd, const struct recorded *req)
+static bool respond(int fd, const struct lh_request *req)
 {
     static char big[4096];
     const char *m = req->method;
@@ -116,27 +45,27 @@ static bool respond(int fd, const struct recorded *req)
     if (strcmp(req->path, "/huge-declared") == 0) {
         /* Announces 10 MB, then stalls: only the announced length can stop the client. */
         const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\nxx";
-        if (send_all(fd, head, strlen(head)))
+        if (lh_send_all(fd, head, strlen(head)))
             stall(fd);
         return false;
     }
     if (strcmp(req->path, "/big-stream") == 0) {
         /* No Content-Length: the size is only known as the bytes arrive. */
         const char *head = "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n";
-        if (send_all(fd, head, strlen(head)))
-            send_all(fd, big, sizeof(big));
+        if (lh_send_all(fd, head, strlen(head)))
+            lh_send_all(fd, big, sizeof(big));
         return false;
     }
     if (strcmp(req->path, "/big-headers") == 0) {
         char line[1100];
         const char *head = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n";
-        bool ok = send_all(fd, head, strlen(head));
+        bool ok = lh_send_all(fd, head, strlen(head));
         for (int i = 0; ok && i < 100; i++) {
             int n = snprintf(line, sizeof(line), "X-Filler-%d: %.1000s\r\n", i, big);
-            ok = send_all(fd, line, (size_t)n);
+            ok = lh_send_all(fd, line, (size_t)n);
         }
         if (ok)
-            send_all(fd, "\r\nok", 4);
+            lh_send_all(fd, "\r\nok", 4);
         return false;
     }
     if (strcmp(req->path, "/folded") == 0)
@@ -158,168 +87,6 @@ static bool respond(int fd, const struct recorded *req)
     return send_response(fd, m, "200 OK", "Content-Type: text/plain\r\n", "ok", 2);
 }
 
-static size_t content_length(const char *head)
-{
-    const char *p = strcasestr(head, "\r\nContent-Length:");
-
-    return p == NULL ? 0 : strtoul(p + strlen("\r\nContent-Length:"), NULL, 10);
-}
-
-/* head_len counts the blank line ending the head; the recorded head keeps every header
- * line's CRLF, so a test can look for "\r\nName: value\r\n" whatever the line's place. */
-static void record(struct recorded *req, int conn, const char *buf, size_t head_len,
-                   size_t body_len)
-{
-    memset(req, 0, sizeof(*req));
-    req->conn = conn;
-    snprintf(req->head, sizeof(req->head), "%.*s", (int)(head_len - 2), buf);
-    sscanf(req->head, "%15s %255s", req->method, req->path);
-    req->body_len = body_len < sizeof(req->body) ? body_len : sizeof(req->body);
-    memcpy(req->body, buf + head_len, req->body_len);
-}
-
-/* Serves requests on one connection until the client closes it: HTTP/1.1 keep-alive. */
-static void *conn_main(void *arg)
-{
-    int id = (int)(intptr_t)arg;
-    int fd = srv.conn_fds[id - 1];
-    char buf[65536];
-    size_t have = 0;
-
-    for (;;) {
-        char *end = memmem(buf, have, "\r\n\r\n", 4);
-        size_t head_len, body_len;
-        struct recorded req;
-        ssize_t n;
-
-        if (end == NULL) {
-            n = have < sizeof(buf) - 1 ? read_some(fd, buf + have, sizeof(buf) - 1 - have) : 0;
-            if (n <= 0)
-                break;
-            have += (size_t)n;
-            continue;
-        }
-        head_len = (size_t)(end + 4 - buf);
-        buf[head_len - 2] = '\0'; /* for the header search; restored below */
-        body_len = content_length(buf);
-        buf[head_len - 2] = '\r';
-        if (body_len > sizeof(buf) - 1 - head_len)
-            break;
-        while (have < head_len + body_len) {
-            n = read_some(fd, buf + have, sizeof(buf) - 1 - have);
-            if (n <= 0)
-                goto out;
-            have += (size_t)n;
-        }
-        record(&req, id, buf, head_len, body_len);
-        pthread_mutex_lock(&srv.lock);
-        if (srv.request_count < MAX_RECORDED)
-            srv.requests[srv.request_count++] = req;
-        pthread_mutex_unlock(&srv.lock);
-        if (!respond(fd, &req))
-            break;
-        memmove(buf, buf + head_len + body_len, have - head_len - body_len);
-        have -= head_len + body_len;
-    }
-out:
-    shutdown(fd, SHUT_RDWR);
-    return NULL;
-}
-
-static void *accept_main(void *arg)
-{
-    (void)arg;
-    while (!atomic_load(&srv.stop)) {
-        struct pollfd pfd = { .fd = srv.listen_fd, .events = POLLIN };
-        int fd, id;
-
-        if (poll(&pfd, 1, POLL_MS) <= 0)
-            continue;
-        fd = accept(srv.listen_fd, NULL, NULL);
-        if (fd < 0)
-            continue;
-        pthread_mutex_lock(&srv.lock);
-        id = srv.accepts < MAX_CONNS ? ++srv.accepts : 0;
-        pthread_mutex_unlock(&srv.lock);
-        if (id == 0) {
-            close(fd);
-            continue;
-        }
-        srv.conn_fds[id - 1] = fd;
-        if (pthread_create(&srv.conn_threads[id - 1], NULL, conn_main, (void *)(intptr_t)id))
-            abort();
-    }
-    return NULL;
-}
-
-/* A socket bound to 127.0.0.1 on a port the kernel picks. */
-static int bind_loopback(int *port)
-{
-    struct sockaddr_in addr = { .sin_family = AF_INET };
-    socklen_t addr_len = sizeof(addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    REQUIRE(fd >= 0);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
-    REQUIRE(getsockname(fd, (struct sockaddr *)&addr, &addr_len) == 0);
-    *port = ntohs(addr.sin_port);
-    return fd;
-}
-
-static void server_start(void)
-{
-    /* A proxy from the environment would carry the requests away from the test server. */
-    unsetenv("http_proxy");
-    unsetenv("HTTP_PROXY");
-    unsetenv("https_proxy");
-    unsetenv("HTTPS_PROXY");
-    unsetenv("all_proxy");
-    unsetenv("ALL_PROXY");
-    srv.listen_fd = bind_loopback(&srv.port);
-    REQUIRE(listen(srv.listen_fd, 16) == 0);
-    REQUIRE(pthread_create(&srv.accept_thread, NULL, accept_main, NULL) == 0);
-}
-
-static void server_stop(void)
-{
-    atomic_store(&srv.stop, true);
-    pthread_join(srv.accept_thread, NULL);
-    for (int i = 0; i < srv.accepts; i++) {
-        pthread_join(srv.conn_threads[i], NULL);
-        close(srv.conn_fds[i]);
-    }
-    close(srv.listen_fd);
-}
-
-static const char *url_for(char *buf, size_t size, const char *path)
-{
-    snprintf(buf, size, "http://127.0.0.1:%d%s", srv.port, path);
-    return buf;
-}
-
-static int accepts(void)
-{
-    int n;
-
-    pthread_mutex_lock(&srv.lock);
-    n = srv.accepts;
-    pthread_mutex_unlock(&srv.lock);
-    return n;
-}
-
-/* The i-th request the server recorded (a copy, so the server may go on). */
-static struct recorded recorded_request(int i)
-{
-    struct recorded req = { .conn = 0 };
-
-    pthread_mutex_lock(&srv.lock);
-    if (i < srv.request_count)
-        req = srv.requests[i];
-    pthread_mutex_unlock(&srv.lock);
-    return req;
-}
-
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -335,8 +102,8 @@ TEST(http_client_get_returns_status_body_and_headers)
     struct ab_http_request req = { .url = url };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/json");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/json");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)), AB_OK);
@@ -349,13 +116,13 @@ TEST(http_client_get_returns_status_body_and_headers)
     CHECK(resp.total_seconds >= 0.0);
     CHECK_STR_EQ(errstr, "");
 
-    struct recorded got = recorded_request(0);
+    struct lh_request got = lh_recorded(0);
     CHECK_STR_EQ(got.method, "GET");
     CHECK_STR_EQ(got.path, "/json");
     CHECK_STR_CONTAINS(got.head, "\r\nUser-Agent: " AB_HTTP_DEFAULT_USER_AGENT "\r\n");
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_post_sends_body_and_headers_exactly)
@@ -375,15 +142,15 @@ TEST(http_client_post_sends_body_and_headers_exactly)
 
     for (size_t i = 0; i < sizeof(body); i++)
         body[i] = (char)(i % 251); /* binary, with NULs: must not be measured with strlen */
-    server_start();
-    url_for(url, sizeof(url), "/echo");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/echo");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)), AB_OK);
     CHECK_INT_EQ(resp.status, 200);
     CHECK_STR_EQ(resp.body, "ok");
 
-    struct recorded got = recorded_request(0);
+    struct lh_request got = lh_recorded(0);
     CHECK_STR_EQ(got.method, "POST");
     CHECK_STR_EQ(got.path, "/echo");
     CHECK_INT_EQ(got.body_len, sizeof(body));
@@ -397,7 +164,7 @@ TEST(http_client_post_sends_body_and_headers_exactly)
     CHECK(strcasestr(got.head, "x-www-form-urlencoded") == NULL);
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_body_without_content_type_is_not_labelled_a_form)
@@ -409,20 +176,20 @@ TEST(http_client_body_without_content_type_is_not_labelled_a_form)
                                    .body_len = 2 };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/echo");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/echo");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     /* No method: a body makes it a POST. */
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)), AB_OK);
-    struct recorded got = recorded_request(0);
+    struct lh_request got = lh_recorded(0);
     CHECK_STR_EQ(got.method, "POST");
     CHECK_INT_EQ(got.body_len, 2);
     CHECK(strcasestr(got.head, "Content-Type:") == NULL);
     CHECK(strcasestr(got.head, "Expect:") == NULL);
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_other_methods)
@@ -438,8 +205,8 @@ TEST(http_client_other_methods)
     struct ab_http_request empty_post = { .method = "POST", .url = url };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/echo");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/echo");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     CHECK_INT_EQ(ab_http_client_do(client, &put, &resp, errstr, sizeof(errstr)), AB_OK);
@@ -456,22 +223,22 @@ TEST(http_client_other_methods)
     CHECK_INT_EQ(ab_http_client_do(client, &empty_post, &resp, errstr, sizeof(errstr)), AB_OK);
     ab_http_response_cleanup(&resp);
 
-    struct recorded got = recorded_request(0);
+    struct lh_request got = lh_recorded(0);
     CHECK_STR_EQ(got.method, "PUT");
     CHECK_INT_EQ(got.body_len, 4);
     CHECK(memcmp(got.body, "data", 4) == 0);
-    got = recorded_request(1);
+    got = lh_recorded(1);
     CHECK_STR_EQ(got.method, "DELETE");
     CHECK_INT_EQ(got.body_len, 0);
     CHECK(strcasestr(got.head, "Content-Length") == NULL);
-    got = recorded_request(2);
+    got = lh_recorded(2);
     CHECK_STR_EQ(got.method, "HEAD");
-    got = recorded_request(3);
+    got = lh_recorded(3);
     CHECK_STR_EQ(got.method, "POST");
     CHECK_STR_CONTAINS(got.head, "\r\nContent-Length: 0\r\n");
-    CHECK_INT_EQ(accepts(), 1);
+    CHECK_INT_EQ(lh_accepts(), 1);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_non_2xx_is_not_an_error)
@@ -481,8 +248,8 @@ TEST(http_client_non_2xx_is_not_an_error)
     struct ab_http_request req = { .url = url };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/missing");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/missing");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)), AB_OK);
@@ -490,7 +257,7 @@ TEST(http_client_non_2xx_is_not_an_error)
     CHECK_STR_EQ(resp.body, "not found");
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_body_over_cap_is_too_large)
@@ -501,8 +268,8 @@ TEST(http_client_body_over_cap_is_too_large)
                                    .max_response_bytes = 1024 };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/big");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/big");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     /* Declared by Content-Length. */
@@ -514,7 +281,7 @@ TEST(http_client_body_over_cap_is_too_large)
     ab_http_response_cleanup(&resp);
 
     /* Refused on the announced length, before waiting for the body. */
-    req.url = url_for(url, sizeof(url), "/huge-declared");
+    req.url = lh_url(url, sizeof(url), "/huge-declared");
     req.timeout_ms = 2000;
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)),
                  AB_ERR_TOO_LARGE);
@@ -522,7 +289,7 @@ TEST(http_client_body_over_cap_is_too_large)
 
     /* Only found out while reading. */
     errstr[0] = '\0';
-    req.url = url_for(url, sizeof(url), "/big-stream");
+    req.url = lh_url(url, sizeof(url), "/big-stream");
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)),
                  AB_ERR_TOO_LARGE);
     CHECK_STR_CONTAINS(errstr, "exceeds 1024 bytes");
@@ -535,12 +302,12 @@ TEST(http_client_body_over_cap_is_too_large)
     CHECK_INT_EQ(resp.body_len, 4096);
     CHECK_INT_EQ(strlen(resp.body), 4096);
     ab_http_response_cleanup(&resp);
-    req.url = url_for(url, sizeof(url), "/big");
+    req.url = lh_url(url, sizeof(url), "/big");
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)), AB_OK);
     CHECK_INT_EQ(resp.body_len, 4096);
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_headers_over_cap_are_too_large)
@@ -550,8 +317,8 @@ TEST(http_client_headers_over_cap_are_too_large)
     struct ab_http_request req = { .url = url };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/big-headers");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/big-headers");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     /* 100 lines of 1 KB: over the 64 KiB header cap, under libcurl's own limits. */
@@ -561,7 +328,7 @@ TEST(http_client_headers_over_cap_are_too_large)
     CHECK(resp.headers == NULL && resp.header_count == 0);
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_total_timeout_then_reuse)
@@ -573,8 +340,8 @@ TEST(http_client_total_timeout_then_reuse)
     struct ab_http_client *client;
     double started, elapsed;
 
-    server_start();
-    url_for(url, sizeof(url), "/slow");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/slow");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     started = now_seconds();
@@ -586,12 +353,12 @@ TEST(http_client_total_timeout_then_reuse)
     ab_http_response_cleanup(&resp);
 
     /* A failed transfer leaves the client usable. */
-    req.url = url_for(url, sizeof(url), "/json");
+    req.url = lh_url(url, sizeof(url), "/json");
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)), AB_OK);
     CHECK_INT_EQ(resp.status, 200);
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_connection_refused_is_unavailable)
@@ -603,7 +370,7 @@ TEST(http_client_connection_refused_is_unavailable)
     int port;
 
     /* A port that was just free, and is closed now. */
-    close(bind_loopback(&port));
+    close(lh_bind_loopback(&port));
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook/secret-token", port);
     client = ab_http_client_new();
     REQUIRE(client != NULL);
@@ -623,8 +390,8 @@ TEST(http_client_redirect_not_followed_by_default)
     struct ab_http_request req = { .url = url };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/redirect");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/redirect");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)), AB_OK);
@@ -634,8 +401,8 @@ TEST(http_client_redirect_not_followed_by_default)
     CHECK_INT_EQ(resp.body_len, 0);
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
-    CHECK_INT_EQ(recorded_request(1).conn, 0); /* /json was never asked for */
-    server_stop();
+    CHECK_INT_EQ(lh_recorded(1).conn, 0); /* /json was never asked for */
+    lh_stop();
 }
 
 TEST(http_client_redirect_followed_when_asked)
@@ -646,8 +413,8 @@ TEST(http_client_redirect_followed_when_asked)
                                    .follow_redirects = true };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/redirect");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/redirect");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)), AB_OK);
@@ -658,24 +425,24 @@ TEST(http_client_redirect_followed_when_asked)
     CHECK_STR_EQ(ab_http_response_header(&resp, "Content-Type"), "application/json");
     ab_http_response_cleanup(&resp);
 
-    req.url = url_for(url, sizeof(url), "/loop");
+    req.url = lh_url(url, sizeof(url), "/loop");
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)),
                  AB_ERR_UPSTREAM);
     ab_http_response_cleanup(&resp);
 
     /* The server's Location is at fault, not the caller's URL. */
-    req.url = url_for(url, sizeof(url), "/to-file");
+    req.url = lh_url(url, sizeof(url), "/to-file");
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)),
                  AB_ERR_UPSTREAM);
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
 
     /* /redirect, /json, then /loop once and three times more, then /to-file. */
-    CHECK_STR_EQ(recorded_request(2).path, "/loop");
-    CHECK_STR_EQ(recorded_request(5).path, "/loop");
-    CHECK_STR_EQ(recorded_request(6).path, "/to-file");
-    CHECK_INT_EQ(recorded_request(7).conn, 0);
-    server_stop();
+    CHECK_STR_EQ(lh_recorded(2).path, "/loop");
+    CHECK_STR_EQ(lh_recorded(5).path, "/loop");
+    CHECK_STR_EQ(lh_recorded(6).path, "/to-file");
+    CHECK_INT_EQ(lh_recorded(7).conn, 0);
+    lh_stop();
 }
 
 TEST(http_client_keep_alive_reuses_one_connection)
@@ -685,8 +452,8 @@ TEST(http_client_keep_alive_reuses_one_connection)
     struct ab_http_request req = { .url = url };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/json");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/json");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     for (int i = 0; i < 3; i++) {
@@ -694,10 +461,10 @@ TEST(http_client_keep_alive_reuses_one_connection)
         CHECK_INT_EQ(resp.status, 200);
         ab_http_response_cleanup(&resp);
     }
-    CHECK_INT_EQ(accepts(), 1);
-    CHECK_INT_EQ(recorded_request(2).conn, 1);
+    CHECK_INT_EQ(lh_accepts(), 1);
+    CHECK_INT_EQ(lh_recorded(2).conn, 1);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_headers_do_not_leak_into_next_request)
@@ -714,8 +481,8 @@ TEST(http_client_headers_do_not_leak_into_next_request)
     struct ab_http_request second = { .url = url };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/echo");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/echo");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     CHECK_INT_EQ(ab_http_client_do(client, &first, &resp, errstr, sizeof(errstr)), AB_OK);
@@ -723,18 +490,18 @@ TEST(http_client_headers_do_not_leak_into_next_request)
     CHECK_INT_EQ(ab_http_client_do(client, &second, &resp, errstr, sizeof(errstr)), AB_OK);
     ab_http_response_cleanup(&resp);
 
-    struct recorded got = recorded_request(1);
+    struct lh_request got = lh_recorded(1);
     CHECK_STR_EQ(got.method, "GET");
     CHECK_INT_EQ(got.body_len, 0);
     CHECK(strstr(got.head, "X-Only-First") == NULL);
     CHECK(strstr(got.head, "first-agent") == NULL);
     CHECK(strstr(got.head, "Content-Type") == NULL);
     CHECK(strstr(got.head, "Content-Length") == NULL);
-    CHECK_STR_CONTAINS(recorded_request(0).head, "\r\nX-Only-First: 1\r\n");
+    CHECK_STR_CONTAINS(lh_recorded(0).head, "\r\nX-Only-First: 1\r\n");
     /* ...and the reset that guarantees it kept the connection. */
-    CHECK_INT_EQ(accepts(), 1);
+    CHECK_INT_EQ(lh_accepts(), 1);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 static void *client_thread_main(void *arg)
@@ -759,8 +526,8 @@ TEST(http_client_one_client_per_thread)
     pthread_t threads[4];
     void *ok;
 
-    server_start();
-    url_for(url, sizeof(url), "/json");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/json");
     /* Every thread creates its client at once, racing on the process-wide init. */
     for (int i = 0; i < 4; i++)
         REQUIRE(pthread_create(&threads[i], NULL, client_thread_main, url) == 0);
@@ -768,8 +535,8 @@ TEST(http_client_one_client_per_thread)
         pthread_join(threads[i], &ok);
         CHECK_INT_EQ((intptr_t)ok, 5);
     }
-    CHECK_INT_EQ(accepts(), 4); /* one kept-alive connection per client */
-    server_stop();
+    CHECK_INT_EQ(lh_accepts(), 4); /* one kept-alive connection per client */
+    lh_stop();
 }
 
 TEST(http_client_response_headers_are_trimmed_and_unfolded)
@@ -779,8 +546,8 @@ TEST(http_client_response_headers_are_trimmed_and_unfolded)
     struct ab_http_request req = { .url = url };
     struct ab_http_client *client;
 
-    server_start();
-    url_for(url, sizeof(url), "/folded");
+    lh_start(respond);
+    lh_url(url, sizeof(url), "/folded");
     client = ab_http_client_new();
     REQUIRE(client != NULL);
     CHECK_INT_EQ(ab_http_client_do(client, &req, &resp, errstr, sizeof(errstr)), AB_OK);
@@ -794,7 +561,7 @@ TEST(http_client_response_headers_are_trimmed_and_unfolded)
     CHECK_INT_EQ(cookies, 2);
     ab_http_response_cleanup(&resp);
     ab_http_client_free(client);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_client_rejects_non_http_urls)

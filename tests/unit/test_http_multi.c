@@ -6,85 +6,17 @@
 
 #include "common/http_multi.h"
 #include "common/util.h"
+#include "loopback_http.h"
 #include "services/llm-worker/openai_stream.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
-#include <stdatomic.h>
 #include <stdbool.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_CONNS 64
-#define MAX_RECORDED 64
-#define POLL_MS 10
-
 extern char **environ;
-
-/* One request as the server received it. */
-struct recorded {
-    char method[16];
-    char path[256];
-    char body[4096];
-    size_t body_len;
-};
-
-/* The server: an accept thread and one thread per connection, all stopped by the flag.
- * Each test runs in its own forked process, so one static server per process suffices. */
-static struct {
-    int listen_fd;
-    int port;
-    atomic_bool stop;
-    pthread_t accept_thread;
-    pthread_t conn_threads[MAX_CONNS];
-    int conn_fds[MAX_CONNS];
-    pthread_mutex_t lock; /* guards everything below */
-    int accepts;
-    int open_conns, peak_conns;
-    struct recorded requests[MAX_RECORDED];
-    int request_count;
-} srv = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
-/* Waits for data while watching the stop flag. @returns bytes read, 0 on EOF or stop. */
-static ssize_t read_some(int fd, char *buf, size_t size)
-{
-    while (!atomic_load(&srv.stop)) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-        int ready = poll(&pfd, 1, POLL_MS);
-
-        if (ready < 0)
-            return 0;
-        if (ready > 0) {
-            ssize_t n = recv(fd, buf, size, 0);
-            return n < 0 ? 0 : n;
-        }
-    }
-    return 0;
-}
-
-static bool send_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        /* MSG_NOSIGNAL: a client that gave up must not kill the test with SIGPIPE. */
-        ssize_t n = send(fd, data, len, MSG_NOSIGNAL);
-
-        if (n <= 0)
-            return false;
-        data += n;
-        len -= (size_t)n;
-    }
-    return true;
-}
-
-static bool send_str(int fd, const char *s)
-{
-    return send_all(fd, s, strlen(s));
-}
 
 /* One chunk of a chunked body. */
 static bool send_chunk(int fd, const char *data, size_t len)
@@ -92,36 +24,20 @@ static bool send_chunk(int fd, const char *data, size_t len)
     char size_line[32];
 
     snprintf(size_line, sizeof(size_line), "%zx\r\n", len);
-    return send_str(fd, size_line) && send_all(fd, data, len) && send_str(fd, "\r\n");
-}
-
-/* Sleeps ms, or less if the server stops or the client hangs up. @returns false if so. */
-static bool nap(int fd, int ms)
-{
-    char byte;
-
-    for (int waited = 0; waited < ms; waited += POLL_MS) {
-        struct pollfd pfd = { .fd = fd, .events = POLLIN };
-
-        if (atomic_load(&srv.stop))
-            return false;
-        if (poll(&pfd, 1, POLL_MS) > 0 && recv(fd, &byte, 1, MSG_PEEK) <= 0)
-            return false;
-    }
-    return true;
+    return lh_send_str(fd, size_line) && lh_send_all(fd, data, len) && lh_send_str(fd, "\r\n");
 }
 
 /* Holds the connection until the client hangs up, as a stalled upstream would. */
 static void stall(int fd)
 {
-    nap(fd, 20000);
+    lh_nap(fd, 20000);
 }
 
 static const char chunked_head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
                                    "Transfer-Encoding: chunked\r\n\r\n";
 
 /* Answers one request by its path. @returns false when the connection must close. */
-static bool respond(int fd, const struct recorded *req)
+static bool respond(int fd, const struct lh_request *req)
 {
     static char big[4096];
     const char *p = req->path;
@@ -129,12 +45,12 @@ static bool respond(int fd, const struct recorded *req)
 
     memset(big, 'x', sizeof(big));
     if (strcmp(p, "/ok") == 0)
-        return send_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nRetry-After: 7\r\n"
-                            "Content-Length: 2\r\n\r\nok");
+        return lh_send_str(fd, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nRetry-After: 7\r\n"
+                               "Content-Length: 2\r\n\r\nok");
     if (strncmp(p, "/delay/", 7) == 0) {
-        if (!nap(fd, (int)strtol(p + 7, NULL, 10)))
+        if (!lh_nap(fd, (int)strtol(p + 7, NULL, 10)))
             return false;
-        return send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
+        return lh_send_str(fd, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
     }
     if (strncmp(p, "/stream/", 8) == 0) {
         /* /stream/<chunks>/<gap ms>: "chunk-<i>\n" each, the gap before all but the first. */
@@ -142,11 +58,11 @@ static bool respond(int fd, const struct recorded *req)
         long n = strtol(p + 8, &rest, 10), gap = strtol(rest + 1, NULL, 10);
         char piece[32];
 
-        if (!send_str(fd, chunked_head))
+        if (!lh_send_str(fd, chunked_head))
             return false;
         for (long i = 0; i < n; i++) {
             int len = snprintf(piece, sizeof(piece), "chunk-%ld\n", i);
-            if ((i > 0 && !nap(fd, (int)gap)) || !send_chunk(fd, piece, (size_t)len))
+            if ((i > 0 && !lh_nap(fd, (int)gap)) || !send_chunk(fd, piece, (size_t)len))
                 return false;
         }
         return send_chunk(fd, "", 0);
@@ -156,207 +72,48 @@ static bool respond(int fd, const struct recorded *req)
         return false;
     }
     if (strcmp(p, "/head-then-stall") == 0) {
-        if (send_str(fd, chunked_head))
+        if (lh_send_str(fd, chunked_head))
             stall(fd);
         return false;
     }
     if (strcmp(p, "/keepalive-then-stall") == 0) {
-        if (send_str(fd, chunked_head) && send_chunk(fd, ": keep-alive\n\n", 14))
+        if (lh_send_str(fd, chunked_head) && send_chunk(fd, ": keep-alive\n\n", 14))
             stall(fd);
         return false;
     }
     if (strcmp(p, "/chunks-then-stall") == 0) {
-        if (send_str(fd, chunked_head) && send_chunk(fd, "a", 1) && nap(fd, 50) &&
+        if (lh_send_str(fd, chunked_head) && send_chunk(fd, "a", 1) && lh_nap(fd, 50) &&
             send_chunk(fd, "b", 1))
             stall(fd);
         return false;
     }
     if (strcmp(p, "/trickle") == 0) {
         /* A byte every 50 ms, for ever: never idle, never done. */
-        if (send_str(fd, chunked_head))
-            while (send_chunk(fd, ".", 1) && nap(fd, 50))
+        if (lh_send_str(fd, chunked_head))
+            while (send_chunk(fd, ".", 1) && lh_nap(fd, 50))
                 ;
         return false;
     }
     if (strcmp(p, "/big") == 0) {
         snprintf(head, sizeof(head), "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n",
                  sizeof(big));
-        return send_str(fd, head) && send_all(fd, big, sizeof(big));
+        return lh_send_str(fd, head) && lh_send_all(fd, big, sizeof(big));
     }
     if (strcmp(p, "/big-stream") == 0) {
         /* No Content-Length: the size is only known as the bytes arrive. */
-        bool ok = send_str(fd, chunked_head);
+        bool ok = lh_send_str(fd, chunked_head);
         for (int i = 0; ok && i < 4; i++)
             ok = send_chunk(fd, big, 1024);
         return ok && send_chunk(fd, "", 0);
     }
     if (strcmp(p, "/rate-limited") == 0)
-        return send_str(fd, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\n"
-                            "Retry-After: 3\r\nContent-Length: 11\r\n\r\n{\"error\":1}");
+        return lh_send_str(fd, "HTTP/1.1 429 Too Many Requests\r\n"
+                               "Content-Type: application/json\r\nRetry-After: 3\r\n"
+                               "Content-Length: 11\r\n\r\n{\"error\":1}");
     if (strcmp(p, "/early-hints") == 0)
-        return send_str(fd, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"
-                            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-    return send_str(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-}
-
-static size_t content_length(const char *head)
-{
-    const char *p = strcasestr(head, "\r\nContent-Length:");
-
-    return p == NULL ? 0 : strtoul(p + strlen("\r\nContent-Length:"), NULL, 10);
-}
-
-/* Serves requests on one connection until the client closes it: HTTP/1.1 keep-alive. A TLS
- * ClientHello never completes a head, so https requests just wait here. */
-static void *conn_main(void *arg)
-{
-    int id = (int)(intptr_t)arg;
-    int fd = srv.conn_fds[id - 1];
-    char buf[16384];
-    size_t have = 0;
-
-    for (;;) {
-        char *end = memmem(buf, have, "\r\n\r\n", 4);
-        size_t head_len, body_len;
-        struct recorded req = { .body_len = 0 };
-        ssize_t n;
-
-        if (end == NULL) {
-            n = have < sizeof(buf) - 1 ? read_some(fd, buf + have, sizeof(buf) - 1 - have) : 0;
-            if (n <= 0)
-                break;
-            have += (size_t)n;
-            continue;
-        }
-        head_len = (size_t)(end + 4 - buf);
-        buf[head_len - 2] = '\0'; /* for the header search; restored below */
-        body_len = content_length(buf);
-        sscanf(buf, "%15s %255s", req.method, req.path);
-        buf[head_len - 2] = '\r';
-        if (body_len > sizeof(buf) - 1 - head_len)
-            break;
-        while (have < head_len + body_len) {
-            n = read_some(fd, buf + have, sizeof(buf) - 1 - have);
-            if (n <= 0)
-                goto out;
-            have += (size_t)n;
-        }
-        req.body_len = body_len < sizeof(req.body) ? body_len : sizeof(req.body);
-        memcpy(req.body, buf + head_len, req.body_len);
-        pthread_mutex_lock(&srv.lock);
-        if (srv.request_count < MAX_RECORDED)
-            srv.requests[srv.request_count++] = req;
-        pthread_mutex_unlock(&srv.lock);
-        if (!respond(fd, &req))
-            break;
-        memmove(buf, buf + head_len + body_len, have - head_len - body_len);
-        have -= head_len + body_len;
-    }
-out:
-    shutdown(fd, SHUT_RDWR);
-    pthread_mutex_lock(&srv.lock);
-    srv.open_conns--;
-    pthread_mutex_unlock(&srv.lock);
-    return NULL;
-}
-
-static void *accept_main(void *arg)
-{
-    (void)arg;
-    while (!atomic_load(&srv.stop)) {
-        struct pollfd pfd = { .fd = srv.listen_fd, .events = POLLIN };
-        int fd, id;
-
-        if (poll(&pfd, 1, POLL_MS) <= 0)
-            continue;
-        fd = accept(srv.listen_fd, NULL, NULL);
-        if (fd < 0)
-            continue;
-        pthread_mutex_lock(&srv.lock);
-        id = srv.accepts < MAX_CONNS ? ++srv.accepts : 0;
-        if (id != 0 && ++srv.open_conns > srv.peak_conns)
-            srv.peak_conns = srv.open_conns;
-        pthread_mutex_unlock(&srv.lock);
-        if (id == 0) {
-            close(fd);
-            continue;
-        }
-        srv.conn_fds[id - 1] = fd;
-        if (pthread_create(&srv.conn_threads[id - 1], NULL, conn_main, (void *)(intptr_t)id))
-            abort();
-    }
-    return NULL;
-}
-
-/* A socket bound to 127.0.0.1 on a port the kernel picks. */
-static int bind_loopback(int *port)
-{
-    struct sockaddr_in addr = { .sin_family = AF_INET };
-    socklen_t addr_len = sizeof(addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-    REQUIRE(fd >= 0);
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0);
-    REQUIRE(getsockname(fd, (struct sockaddr *)&addr, &addr_len) == 0);
-    *port = ntohs(addr.sin_port);
-    return fd;
-}
-
-static void no_proxy(void)
-{
-    /* A proxy from the environment would carry the requests away from the test server. */
-    const char *const vars[] = { "http_proxy", "HTTP_PROXY", "https_proxy",
-                                 "HTTPS_PROXY", "all_proxy",  "ALL_PROXY" };
-
-    for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
-        unsetenv(vars[i]);
-}
-
-static void server_start(void)
-{
-    no_proxy();
-    srv.listen_fd = bind_loopback(&srv.port);
-    REQUIRE(listen(srv.listen_fd, 64) == 0);
-    REQUIRE(pthread_create(&srv.accept_thread, NULL, accept_main, NULL) == 0);
-}
-
-static void server_stop(void)
-{
-    atomic_store(&srv.stop, true);
-    pthread_join(srv.accept_thread, NULL);
-    for (int i = 0; i < srv.accepts; i++) {
-        pthread_join(srv.conn_threads[i], NULL);
-        close(srv.conn_fds[i]);
-    }
-    close(srv.listen_fd);
-}
-
-static int server_stat(const int *field)
-{
-    int n;
-
-    pthread_mutex_lock(&srv.lock);
-    n = *field;
-    pthread_mutex_unlock(&srv.lock);
-    return n;
-}
-
-static struct recorded recorded_request(int i)
-{
-    struct recorded req = { .body_len = 0 };
-
-    pthread_mutex_lock(&srv.lock);
-    if (i < srv.request_count)
-        req = srv.requests[i];
-    pthread_mutex_unlock(&srv.lock);
-    return req;
-}
-
-static const char *url_for(char *buf, size_t size, const char *path)
-{
-    snprintf(buf, size, "http://127.0.0.1:%d%s", srv.port, path);
-    return buf;
+        return lh_send_str(fd, "HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n"
+                               "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    return lh_send_str(fd, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
 }
 
 /* ---- a recording client ------------------------------------------------------------- */
@@ -438,7 +195,7 @@ static uint64_t add_get(struct ab_http_multi *m, const char *path,
 
     if (limits != NULL)
         req = *limits;
-    req.http.url = url_for(url, sizeof(url), path);
+    req.http.url = lh_url(url, sizeof(url), path);
     CHECK_INT_EQ(ab_http_multi_add(m, &req, &rec_callbacks, r, &id, errstr, sizeof(errstr)),
                  AB_OK);
     CHECK_STR_EQ(errstr, "");
@@ -473,7 +230,7 @@ TEST(http_multi_get_delivers_headers_body_and_timings)
     struct ab_http_multi *m;
     struct rec r = { .headers_answer = AB_HTTP_MULTI_CONTINUE };
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     add_get(m, "/ok", NULL, &r);
@@ -495,7 +252,7 @@ TEST(http_multi_get_delivers_headers_body_and_timings)
     CHECK(r.result.total_ms >= r.result.first_byte_ms);
     CHECK(!r.now_went_back);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_post_body_is_copied_at_add)
@@ -508,12 +265,12 @@ TEST(http_multi_post_body_is_copied_at_add)
     struct ab_http_multi *m;
     struct rec r = { .data_answer = AB_HTTP_MULTI_CONTINUE };
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     for (size_t i = 0; i < sizeof(body); i++)
         body[i] = (char)(i % 251); /* binary, with NULs */
-    url_for(url, sizeof(url), "/ok");
+    lh_url(url, sizeof(url), "/ok");
     CHECK_INT_EQ(ab_http_multi_add(m, &req, &rec_callbacks, &r, NULL, NULL, 0), AB_OK);
     /* The request may go the moment add returns: nothing of it is read later. */
     memset(body, 'Z', sizeof(body));
@@ -521,7 +278,7 @@ TEST(http_multi_post_body_is_copied_at_add)
     run_until_idle(m, 5000);
     check_done(&r, AB_HTTP_MULTI_COMPLETE, AB_OK);
 
-    struct recorded got = recorded_request(0);
+    struct lh_request got = lh_recorded(0);
     CHECK_STR_EQ(got.method, "POST");
     CHECK_STR_EQ(got.path, "/ok");
     CHECK_INT_EQ(got.body_len, sizeof(body));
@@ -531,7 +288,7 @@ TEST(http_multi_post_body_is_copied_at_add)
             break;
         }
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_twenty_concurrent_requests_on_one_thread)
@@ -541,7 +298,7 @@ TEST(http_multi_twenty_concurrent_requests_on_one_thread)
     int64_t took;
 
     memset(r, 0, sizeof(r));
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     for (int i = 0; i < 20; i++)
@@ -556,10 +313,10 @@ TEST(http_multi_twenty_concurrent_requests_on_one_thread)
     /* One after another they would take 8 s; side by side, a little over 0.4 s. */
     CHECK(took >= 350);
     CHECK(took < 3000);
-    CHECK_INT_EQ(server_stat(&srv.accepts), 20);
-    CHECK_INT_EQ(server_stat(&srv.peak_conns), 20);
+    CHECK_INT_EQ(lh_accepts(), 20);
+    CHECK_INT_EQ(lh_peak_conns(), 20);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_streamed_chunks_arrive_in_order)
@@ -569,7 +326,7 @@ TEST(http_multi_streamed_chunks_arrive_in_order)
     struct ab_http_multi_request limits = { .idle_timeout_ms = 2000,
                                             .first_byte_timeout_ms = 2000 };
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     add_get(m, "/stream/6/40", &limits, &r);
@@ -582,7 +339,7 @@ TEST(http_multi_streamed_chunks_arrive_in_order)
     CHECK(r.data_calls >= 6);
     CHECK(!r.now_went_back);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_connect_timeout_has_its_own_reason)
@@ -594,12 +351,12 @@ TEST(http_multi_connect_timeout_has_its_own_reason)
     struct rec r = { .data_answer = AB_HTTP_MULTI_CONTINUE };
     int64_t took;
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     /* The server takes the TCP connection but never answers the TLS handshake, which
      * libcurl counts as connecting. The first-byte clock never starts: nothing was sent. */
-    snprintf(url, sizeof(url), "https://127.0.0.1:%d/secret-token", srv.port);
+    snprintf(url, sizeof(url), "https://127.0.0.1:%d/secret-token", lh_port());
     CHECK_INT_EQ(ab_http_multi_add(m, &req, &rec_callbacks, &r, NULL, NULL, 0), AB_OK);
     took = run_until_idle(m, 5000);
     check_done(&r, AB_HTTP_MULTI_CONNECT_TIMEOUT, AB_ERR_TIMEOUT);
@@ -612,7 +369,7 @@ TEST(http_multi_connect_timeout_has_its_own_reason)
     CHECK(took >= 250);
     CHECK(took < 2000);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_first_byte_timeout_counts_body_bytes_not_headers)
@@ -624,7 +381,7 @@ TEST(http_multi_first_byte_timeout_counts_body_bytes_not_headers)
                                             .idle_timeout_ms = 100 };
     int64_t took;
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     add_get(m, "/silent", &limits, &silent);
@@ -645,7 +402,7 @@ TEST(http_multi_first_byte_timeout_counts_body_bytes_not_headers)
     CHECK(took >= 250);
     CHECK(took < 2000);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_keep_waiting_keeps_the_first_byte_clock_running)
@@ -655,7 +412,7 @@ TEST(http_multi_keep_waiting_keeps_the_first_byte_clock_running)
     struct ab_http_multi_request limits = { .first_byte_timeout_ms = 300,
                                             .idle_timeout_ms = 5000 };
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     /* An SSE comment comes at once; the caller says it is not what it waits for. */
@@ -667,7 +424,7 @@ TEST(http_multi_keep_waiting_keeps_the_first_byte_clock_running)
     CHECK(r.result.first_byte_ms >= 0); /* the timing still reports the byte itself */
     CHECK(r.result.total_ms >= 250);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_idle_timeout_has_its_own_reason)
@@ -677,7 +434,7 @@ TEST(http_multi_idle_timeout_has_its_own_reason)
     struct ab_http_multi_request limits = { .first_byte_timeout_ms = 5000,
                                             .idle_timeout_ms = 300 };
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     add_get(m, "/chunks-then-stall", &limits, &r);
@@ -691,7 +448,7 @@ TEST(http_multi_idle_timeout_has_its_own_reason)
     CHECK(r.result.total_ms - r.result.first_byte_ms >= 330);
     CHECK(r.result.total_ms < 2000);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_total_timeout_has_its_own_reason)
@@ -702,7 +459,7 @@ TEST(http_multi_total_timeout_has_its_own_reason)
                                             .first_byte_timeout_ms = 5000,
                                             .idle_timeout_ms = 5000 };
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     /* A byte every 50 ms: neither idle nor waiting, but never done. */
@@ -715,7 +472,7 @@ TEST(http_multi_total_timeout_has_its_own_reason)
     CHECK(r.result.total_ms >= 380);
     CHECK(r.result.total_ms < 2000);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_response_cap_aborts_as_too_large)
@@ -727,7 +484,7 @@ TEST(http_multi_response_cap_aborts_as_too_large)
     struct ab_http_multi_request cap_1k = { .http.max_response_bytes = 1024 };
     struct ab_http_multi_request cap_4k = { .http.max_response_bytes = 4096 };
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     add_get(m, "/big", &cap_1k, &declared);        /* refused on its Content-Length */
@@ -743,7 +500,7 @@ TEST(http_multi_response_cap_aborts_as_too_large)
     check_done(&exact, AB_HTTP_MULTI_COMPLETE, AB_OK);
     CHECK_INT_EQ(exact.result.body_bytes, 4096);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_cancel_before_start_mid_stream_and_from_a_callback)
@@ -756,7 +513,7 @@ TEST(http_multi_cancel_before_start_mid_stream_and_from_a_callback)
     uint64_t queued_id, streaming_id, victim_id;
     int64_t start;
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     queued_id = add_get(m, "/ok", NULL, &queued);
@@ -792,9 +549,9 @@ TEST(http_multi_cancel_before_start_mid_stream_and_from_a_callback)
     check_done(&killer, AB_HTTP_MULTI_COMPLETE, AB_OK);
     CHECK(victim.result.total_ms < 1000);
     ab_http_multi_free(m);
-    CHECK(recorded_request(0).path[0] != '\0');
-    CHECK_STR_EQ(recorded_request(0).path, "/trickle"); /* the cancelled /ok never went */
-    server_stop();
+    CHECK(lh_recorded(0).path[0] != '\0');
+    CHECK_STR_EQ(lh_recorded(0).path, "/trickle"); /* the cancelled /ok never went */
+    lh_stop();
 }
 
 TEST(http_multi_refused_connection_is_unavailable)
@@ -805,8 +562,8 @@ TEST(http_multi_refused_connection_is_unavailable)
     struct rec r = { .data_answer = AB_HTTP_MULTI_CONTINUE };
     int port;
 
-    no_proxy();
-    close(bind_loopback(&port)); /* a port that was just free, and is closed now */
+    lh_no_proxy();
+    close(lh_bind_loopback(&port)); /* a port that was just free, and is closed now */
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/hook/secret-token", port);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
@@ -826,7 +583,7 @@ TEST(http_multi_keep_alive_reuses_connections)
     struct rec r[3];
 
     memset(r, 0, sizeof(r));
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     for (int i = 0; i < 3; i++) {
@@ -835,10 +592,10 @@ TEST(http_multi_keep_alive_reuses_connections)
         check_done(&r[i], AB_HTTP_MULTI_COMPLETE, AB_OK);
         CHECK(r[i].result.reused == (i > 0));
     }
-    CHECK_INT_EQ(server_stat(&srv.accepts), 1);
+    CHECK_INT_EQ(lh_accepts(), 1);
     CHECK_INT_EQ(r[2].result.connect_ms, 0);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_caps_transfers_in_flight)
@@ -850,12 +607,12 @@ TEST(http_multi_caps_transfers_in_flight)
     struct rec r[3];
 
     memset(r, 0, sizeof(r));
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(&opts);
     REQUIRE(m != NULL);
     add_get(m, "/ok", NULL, &r[0]);
     add_get(m, "/ok", NULL, &r[1]);
-    url_for(url, sizeof(url), "/ok");
+    lh_url(url, sizeof(url), "/ok");
     CHECK_INT_EQ(ab_http_multi_add(m, &req, &rec_callbacks, &r[2], NULL, errstr,
                                    sizeof(errstr)),
                  AB_ERR_RATE_LIMITED);
@@ -867,7 +624,7 @@ TEST(http_multi_caps_transfers_in_flight)
     for (int i = 0; i < 3; i++)
         check_done(&r[i], AB_HTTP_MULTI_COMPLETE, AB_OK);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_per_host_connection_limit)
@@ -878,7 +635,7 @@ TEST(http_multi_per_host_connection_limit)
     int64_t took;
 
     memset(r, 0, sizeof(r));
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(&opts);
     REQUIRE(m != NULL);
     for (int i = 0; i < 6; i++)
@@ -888,10 +645,10 @@ TEST(http_multi_per_host_connection_limit)
         check_done(&r[i], AB_HTTP_MULTI_COMPLETE, AB_OK);
         CHECK_STR_EQ(r[i].body, "done");
     }
-    CHECK(server_stat(&srv.peak_conns) <= 2);
+    CHECK(lh_peak_conns() <= 2);
     CHECK(took >= 550); /* three rounds of two */
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 static void *wake_later(void *arg)
@@ -930,7 +687,7 @@ TEST(http_multi_callbacks_may_abort)
     struct rec on_head = { .headers_answer = AB_HTTP_MULTI_ABORT };
     struct rec on_body = { .data_answer = AB_HTTP_MULTI_ABORT };
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     add_get(m, "/rate-limited", NULL, &on_head);
@@ -946,7 +703,7 @@ TEST(http_multi_callbacks_may_abort)
     check_done(&on_body, AB_HTTP_MULTI_ABORTED, AB_ERR_SHUTDOWN);
     CHECK_INT_EQ(on_body.data_calls, 1);
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_error_status_is_complete_with_its_body)
@@ -955,7 +712,7 @@ TEST(http_multi_error_status_is_complete_with_its_body)
     struct rec r = { .data_answer = AB_HTTP_MULTI_CONTINUE };
     struct rec hints = { .data_answer = AB_HTTP_MULTI_CONTINUE };
 
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     add_get(m, "/rate-limited", NULL, &r);
@@ -971,7 +728,7 @@ TEST(http_multi_error_status_is_complete_with_its_body)
     CHECK(!hints.saw_link);
     CHECK_STR_EQ(hints.body, "ok");
     ab_http_multi_free(m);
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_free_ends_what_is_in_flight)
@@ -981,7 +738,7 @@ TEST(http_multi_free_ends_what_is_in_flight)
     char errstr[128];
 
     memset(r, 0, sizeof(r));
-    server_start();
+    lh_start(respond);
     m = ab_http_multi_new(NULL);
     REQUIRE(m != NULL);
     add_get(m, "/silent", NULL, &r[0]);
@@ -992,7 +749,7 @@ TEST(http_multi_free_ends_what_is_in_flight)
     for (int i = 0; i < 2; i++)
         check_done(&r[i], AB_HTTP_MULTI_CANCELLED, AB_ERR_SHUTDOWN);
     (void)errstr;
-    server_stop();
+    lh_stop();
 }
 
 TEST(http_multi_rejects_bad_requests_without_callbacks)
@@ -1062,17 +819,17 @@ TEST(http_multi_on_done_may_add_the_next_request)
     struct chain c = { .done = 0 };
     struct ab_http_multi_request req = { .http = { .url = c.url } };
 
-    server_start();
+    lh_start(respond);
     c.m = ab_http_multi_new(NULL);
     REQUIRE(c.m != NULL);
-    url_for(c.url, sizeof(c.url), "/ok");
+    lh_url(c.url, sizeof(c.url), "/ok");
     CHECK_INT_EQ(ab_http_multi_add(c.m, &req, &chain_callbacks, &c, NULL, NULL, 0), AB_OK);
     run_until_idle(c.m, 5000);
     CHECK_INT_EQ(c.done, 3);
     CHECK_INT_EQ(c.statuses[2], 200);
-    CHECK_INT_EQ(server_stat(&srv.accepts), 1);
+    CHECK_INT_EQ(lh_accepts(), 1);
     ab_http_multi_free(c.m);
-    server_stop();
+    lh_stop();
 }
 
 /* ---- with the fake OpenAI server and the LLM worker's assembler ----------------------- */
@@ -1090,7 +847,7 @@ static pid_t fake_openai_start(int *port)
     char line[32] = "";
     FILE *f;
 
-    no_proxy();
+    lh_no_proxy();
     REQUIRE(n > 0);
     exe[n] = '\0';
     for (int up = 0; up < 4; up++) { /* unit-tests, bin, <kind>, build */

@@ -39,6 +39,7 @@ enum stop {
     STOP_NOMEM,
     STOP_ABORTED,
     STOP_CANCELLED,
+    STOP_SOCKET, /* its socket could not be watched (epoll refused it) */
 };
 
 /* Ready sockets taken per turn; more stay ready for the next (epoll is level-triggered). */
@@ -67,6 +68,7 @@ struct xfer {
     int64_t last_data_ms;  /* the latest body chunk, -1 before */
     bool waiting_first;    /* the first-byte clock still runs (no CONTINUE from on_data) */
     char errbuf[CURL_ERROR_SIZE];
+    int socket_errno; /* STOP_SOCKET: why */
 };
 
 struct ab_http_multi {
@@ -113,7 +115,6 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     struct ab_http_multi *m = userp;
     struct epoll_event ev = { .data.fd = s };
 
-    (void)easy;
     (void)socketp;
     if (what == CURL_POLL_REMOVE) {
         epoll_ctl(m->epfd, EPOLL_CTL_DEL, s, NULL); /* gone already when closed: fine */
@@ -124,7 +125,20 @@ static int on_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         return 0;
     if (errno == ENOENT && epoll_ctl(m->epfd, EPOLL_CTL_ADD, s, &ev) == 0)
         return 0;
-    return -1; /* libcurl fails the transfers of this socket */
+    /* ENOMEM, or ENOSPC past max_user_watches. Returning -1 would make libcurl abort every
+     * transfer of the handle and refuse new ones for good: end only this one, in the sweep
+     * (its callbacks refuse its data meanwhile). */
+    char *priv = NULL;
+    if (curl_easy_getinfo(easy, CURLINFO_PRIVATE, &priv) == CURLE_OK && priv != NULL) {
+        struct xfer *x = (struct xfer *)priv;
+
+        if (x->stop == STOP_NONE) {
+            x->stop = STOP_SOCKET;
+            x->socket_errno = errno;
+        }
+        m->sweep_now = true;
+    }
+    return 0;
 }
 
 /* CURLMOPT_TIMERFUNCTION: when libcurl wants curl_multi_socket_action(CURL_SOCKET_TIMEOUT)
@@ -258,6 +272,12 @@ static void classify(const struct xfer *x, CURLcode rc, struct ab_http_multi_res
         return;
     case STOP_BODY_TOO_LARGE:
         break; /* with CURLE_FILESIZE_EXCEEDED below */
+    case STOP_SOCKET:
+        r->reason = AB_HTTP_MULTI_FAILED;
+        r->err = AB_ERR_UNAVAILABLE;
+        ab_http_easy_set_err(r->message, n, "%s %s: cannot watch its socket: %s", what, host,
+                             strerror(x->socket_errno));
+        return;
     case STOP_NOMEM:
         r->reason = AB_HTTP_MULTI_FAILED;
         r->err = AB_ERR_NOMEM;
@@ -638,8 +658,9 @@ static int sweep(struct ab_http_multi *m, int64_t *next_deadline)
         next = x->next;
         if (x->queued)
             continue; /* attach_new ends it if cancelled; none of its clocks runs yet */
-        if (x->stop == STOP_CANCELLED) {
-            finish(m, x, CURLE_OK, AB_HTTP_MULTI_CANCELLED);
+        if (x->stop == STOP_CANCELLED || x->stop == STOP_SOCKET) {
+            finish(m, x, CURLE_OK,
+                   x->stop == STOP_SOCKET ? AB_HTTP_MULTI_COMPLETE : AB_HTTP_MULTI_CANCELLED);
             fired++;
             continue;
         }
@@ -736,7 +757,17 @@ static enum ab_err drive(struct ab_http_multi *m, const struct epoll_event *even
         m->curl_deadline = -1; /* on_timer may set it again from inside */
         rc = curl_multi_socket_action(m->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     }
-    return rc == CURLM_OK ? AB_OK : multi_err(rc);
+    if (rc != CURLM_OK) {
+        /* libcurl tells on_timer only after a call that succeeded: ask it, so that the
+         * timers it still holds are not lost (calling run again must stay safe). */
+        long t = -1;
+
+        if (curl_multi_timeout(m->multi, &t) != CURLM_OK)
+            t = 100;
+        m->curl_deadline = t < 0 ? -1 : ab_monotonic_ms() + t;
+        return multi_err(rc);
+    }
+    return AB_OK;
 }
 
 enum ab_err ab_http_multi_run(struct ab_http_multi *m, int timeout_ms)
@@ -759,12 +790,22 @@ enum ab_err ab_http_multi_run(struct ab_http_multi *m, int timeout_ms)
     if (m->next_sweep != INT64_MAX && m->next_sweep - now < wait_ms)
         wait_ms = m->next_sweep - now < 0 ? 0 : (int)(m->next_sweep - now);
     n = epoll_wait(m->epfd, events, MAX_EVENTS, wait_ms);
+    if (n < 0 && errno != EINTR) {
+        m->in_run = false;
+        return AB_ERR_INTERNAL;
+    }
     if (n < 0)
         n = 0; /* EINTR: a turn without events */
     err = drive(m, events, n);
     read_done(m);
-    attach_new(m); /* added by this turn's callbacks: they start now */
-    sweep_due(m);
+    /* Added by this turn's callbacks: they start now. A cancellation from an on_done of the
+     * sweep ends in this turn too (a few rounds at most: each ends a transfer). */
+    for (int round = 0; round < 4; round++) {
+        attach_new(m);
+        sweep_due(m);
+        if (!m->sweep_now)
+            break;
+    }
     m->in_run = false;
     return err;
 }

@@ -887,6 +887,12 @@ TEST(kafka_consumer_oversized_dead_letter_leaves_a_reference)
 
 /* Partitions waiting on a retry are paused. When one moves to another member and later
  * comes back, it must flow again: nothing may stay paused from the earlier ownership. */
+/* How long a member joining or leaving may take to show in the assignment: a rebalance of
+ * the mock cluster takes seconds (the coordinator waits for the members to rejoin, and
+ * cooperative-sticky takes two rounds), and under ASan, beside the other tests the runner
+ * runs at once on a 2-core machine, a join has taken more than 20 s. */
+#define REBALANCE_WAIT_MS 45000
+
 TEST(kafka_consumer_partition_returning_after_rebalance_is_not_stuck)
 {
     struct kenv e;
@@ -920,7 +926,7 @@ TEST(kafka_consumer_partition_returning_after_rebalance_is_not_stuck)
 
     /* A second member takes one partition, then leaves: it returns to the first. */
     struct ab_consumer *c2 = start_consumer(&e, group, &r);
-    deadline = ab_monotonic_ms() + 20000;
+    deadline = ab_monotonic_ms() + REBALANCE_WAIT_MS;
     while ((ab_consumer_assigned_count(c2) < 1 || ab_consumer_assigned_count(c1) != 1) &&
            ab_monotonic_ms() < deadline)
         usleep(20 * 1000);
@@ -928,7 +934,7 @@ TEST(kafka_consumer_partition_returning_after_rebalance_is_not_stuck)
     CHECK_INT_EQ(ab_consumer_assigned_count(c1), 1);
     ab_consumer_stop(c2);
     ab_consumer_free(c2);
-    deadline = ab_monotonic_ms() + 20000;
+    deadline = ab_monotonic_ms() + REBALANCE_WAIT_MS;
     while (ab_consumer_assigned_count(c1) < 2 && ab_monotonic_ms() < deadline)
         usleep(20 * 1000);
     CHECK_INT_EQ(ab_consumer_assigned_count(c1), 2);
@@ -1406,7 +1412,7 @@ TEST(kafka_async_partition_revoked_while_full_comes_back_resumed)
     atomic_store(&r.block_all, true);
     group_name(&e, group, sizeof(group));
     struct ab_consumer *c2 = start_consumer(&e, group, &r);
-    deadline = ab_monotonic_ms() + 20000;
+    deadline = ab_monotonic_ms() + REBALANCE_WAIT_MS;
     while ((ab_consumer_assigned_count(c2) < 1 || ab_consumer_assigned_count(c1) != 1) &&
            ab_monotonic_ms() < deadline)
         usleep(20 * 1000);
@@ -1417,7 +1423,7 @@ TEST(kafka_async_partition_revoked_while_full_comes_back_resumed)
     /* The second member leaves: its partition comes back, and every message gets done. */
     ab_consumer_stop(c2);
     ab_consumer_free(c2);
-    deadline = ab_monotonic_ms() + 30000;
+    deadline = ab_monotonic_ms() + REBALANCE_WAIT_MS;
     while (done_count < N && ab_monotonic_ms() < deadline) {
         jobs_finish_new(&j, &next, done_ids, &done_count);
         usleep(20 * 1000);

@@ -493,20 +493,27 @@ static void keep_for_retry(struct ab_consumer *c, rd_kafka_message_t *rkm)
     set_paused(c, rkm, true);
 }
 
+/* The next message within wait_ms, or NULL: none came, or an error did (logged). */
+static rd_kafka_message_t *poll_message(struct ab_consumer *c, int wait_ms)
+{
+    rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, wait_ms);
+    if (rkm != NULL && rkm->err) {
+        if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+            ab_warn("kafka consumer %s: %s", c->group_id, rd_kafka_message_errstr(rkm));
+        rd_kafka_message_destroy(rkm);
+        return NULL;
+    }
+    return rkm;
+}
+
 static void *consume_loop(void *arg)
 {
     struct ab_consumer *c = arg;
     while (!atomic_load(&c->stop)) {
         run_due_retries(c);
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, 100);
+        rd_kafka_message_t *rkm = poll_message(c, 100);
         if (rkm == NULL)
             continue;
-        if (rkm->err) {
-            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                ab_warn("kafka consumer %s: %s", c->group_id, rd_kafka_message_errstr(rkm));
-            rd_kafka_message_destroy(rkm);
-            continue;
-        }
         /* A message of a partition waiting on a retry was fetched before the pause took
          * effect: drop it, it is fetched again after the kept message succeeds. */
         if (find_retry(c, rd_kafka_topic_name(rkm->rkt), rkm->partition) != NULL) {
@@ -842,14 +849,10 @@ static void *consume_loop_async(void *arg)
         }
         ab_metric_set(c->m_in_flight, (const char *const[]){ c->group_id, NULL },
                       (double)atomic_load(&c->tracked));
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(c->rk, wait);
+        rd_kafka_message_t *rkm = poll_message(c, wait);
         if (rkm == NULL)
             continue;
-        if (rkm->err) {
-            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                ab_warn("kafka consumer %s: %s", c->group_id, rd_kafka_message_errstr(rkm));
-            rd_kafka_message_destroy(rkm);
-        } else if (drain_until >= 0) {
+        if (drain_until >= 0) {
             /* Fetched before the pause took hold: its offset is never stored (it is past
              * everything in hand), so the next owner reads it. */
             rd_kafka_message_destroy(rkm);

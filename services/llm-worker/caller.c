@@ -116,7 +116,6 @@ static void fail(struct llmw_caller *c, struct llmw_job *job, const char *code,
 {
     snprintf(job->error_code, sizeof(job->error_code), "%s", code);
     snprintf(job->error_message, sizeof(job->error_message), "%s", message);
-    ab_utf8_sanitize(job->error_message);
     finish(c, job, LLMW_FAILED);
 }
 
@@ -220,8 +219,13 @@ static void record_attempt(struct llmw_caller *c, struct llmw_job *job,
         json_object_set_new(a, "first_token_ms", json_integer(ttft_ms));
     if (retry_in_ms >= 0)
         json_object_set_new(a, "retry_in_ms", json_integer(retry_in_ms));
-    if (detail != NULL && detail[0] != '\0')
-        json_object_set_new(a, "message", json_string(detail));
+    if (detail != NULL && detail[0] != '\0') {
+        /* Texts here are cut by bytes (snprintf into fixed buffers); jansson takes UTF-8 only. */
+        char text[512];
+        snprintf(text, sizeof(text), "%s", detail);
+        ab_utf8_sanitize(text);
+        json_object_set_new(a, "message", json_string(text));
+    }
     if (job->attempts == NULL)
         job->attempts = json_array();
     json_array_append_new(job->attempts, a);
@@ -267,11 +271,9 @@ static void after_failure(struct llmw_caller *c, struct llmw_job *job,
     record_attempt(c, job, res, code, detail, -1, delay);
     snprintf(job->error_code, sizeof(job->error_code), "%s", code);
     size_t used = strnlen(job->error_message, sizeof(job->error_message));
-    if (delay < 0) { /* this model's last word goes into the message the error event carries */
+    if (delay < 0) /* this model's last word goes into the message the error event carries */
         snprintf(job->error_message + used, sizeof(job->error_message) - used, "%smodel %s: %s",
                  used ? "; " : "", m->name, detail && detail[0] ? detail : ab_err_name(err));
-        ab_utf8_sanitize(job->error_message); /* cut by bytes; PostgreSQL and JSON want UTF-8 */
-    }
     ab_warn("llm request %s: model %s attempt %d failed (%s)%s: %s", job->req.event_id, m->name,
             job->attempt, code, delay >= 0 ? ", will retry" : "", detail ? detail : "");
     end_call(c, job);
@@ -330,7 +332,6 @@ static void on_done(void *ud, const struct ab_http_multi_result *res)
     }
     if (code != NULL) {
         ab_redact(detail, m->api_key); /* an upstream may quote the key it was sent */
-        ab_utf8_sanitize(detail);       /* the provider's words, cut by bytes */
         llmw_openai_result_cleanup(&out);
         after_failure(c, job, res, err, retriable, code, detail);
         return;

@@ -33,6 +33,12 @@ enum llmw_status {
     LLMW_CANCELLED, /* stopped by a shutdown or a revoke: nothing is recorded */
 };
 
+/* The word llm_requests.status and the metrics use (a cancelled job is never recorded). */
+static inline const char *llmw_status_name(enum llmw_status s)
+{
+    return s == LLMW_ANSWERED ? "answered" : s == LLMW_SKIPPED ? "skipped" : "failed";
+}
+
 struct llmw_worker;
 struct llmw_caller;
 

@@ -27,7 +27,6 @@ set_outcome(struct llmw_job *job, enum llmw_status status, const char *code, con
     va_start(ap, fmt);
     vsnprintf(job->error_message, sizeof(job->error_message), fmt, ap);
     va_end(ap);
-    ab_utf8_sanitize(job->error_message); /* names may be cut by bytes */
 }
 
 static enum ab_err recorded_already(PGconn *conn, const struct llmw_job *job, bool *recorded,
@@ -247,11 +246,6 @@ static json_t *usage_json(const struct llmw_openai_usage *u)
     return o;
 }
 
-static const char *status_name(enum llmw_status s)
-{
-    return s == LLMW_ANSWERED ? "answered" : s == LLMW_SKIPPED ? "skipped" : "failed";
-}
-
 enum ab_err llmw_store_record(PGconn *conn, const struct llmw_job *job, char *reason,
                               size_t size)
 {
@@ -264,6 +258,12 @@ enum ab_err llmw_store_record(PGconn *conn, const struct llmw_job *job, char *re
         model = &job->models[job->model_index < job->model_count ? job->model_index
                                                                  : job->model_count - 1];
     char reply_id[AB_UUID_LEN + 1], hops[16], latency[24], ttft[24];
+    /* error_message is assembled from several texts cut by bytes into a fixed buffer; the
+     * column (and every event read back from it) takes valid UTF-8 only: made so here, where
+     * it is written, whoever wrote into it. */
+    char message[sizeof(job->error_message)];
+    snprintf(message, sizeof(message), "%s", job->error_message);
+    ab_utf8_sanitize(message);
     llmw_reply_id(job, reply_id);
     snprintf(hops, sizeof(hops), "%d", r->hops);
     const char *latency_p, *ttft_p;
@@ -290,14 +290,14 @@ enum ab_err llmw_store_record(PGconn *conn, const struct llmw_job *job, char *re
         job->sender_name[0] ? job->sender_name : r->sender_name,
         job->sender_type,
         hops,
-        status_name(job->status),
+        llmw_status_name(job->status),
         answered ? reply_id : NULL,
         model ? model->id : NULL,
         model ? model->name : NULL,
         answered ? job->answer.finish_reason : NULL,
         attempts,
         answered ? NULL : job->error_code,
-        answered ? NULL : job->error_message,
+        answered ? NULL : message,
         latency_p,
         ttft_p,
         usage,

@@ -87,15 +87,10 @@ static void calls_finished(void *ud, struct llmw_job *job)
     enqueue(w, job);
 }
 
-static const char *status_name(enum llmw_status s)
-{
-    return s == LLMW_ANSWERED ? "answered" : s == LLMW_SKIPPED ? "skipped" : "failed";
-}
-
 static void log_outcome(struct llmw_worker *w, const struct llmw_job *job)
 {
     int64_t ms = ab_monotonic_ms() - job->arrived_ms;
-    const char *status = status_name(job->status);
+    const char *status = llmw_status_name(job->status);
     ab_metric_inc(w->m_requests,
                   (const char *const[]){ status,
                                          job->status == LLMW_ANSWERED ? "" : job->error_code,

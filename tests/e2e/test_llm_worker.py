@@ -6,6 +6,7 @@ the hop limit, a worker killed mid-call, concurrent first messages and malformed
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -244,13 +245,22 @@ def test_fallback_model_answers_when_the_primary_keeps_failing(stack, fake):
     fallback = w.model("gpt-4o", name="backup")
     erin = w.native("Erin", "server_error", fallback=fallback)
     frank = w.native("Frank", "gpt-4o", key="sk-wrong", fallback=fallback)  # 401: not retried
+    # A provider nobody listens on: the connection is refused, retried, then the fallback.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    olga = w.native("Olga", "gpt-4o", base_url=closed, fallback=fallback)
     w.send("erin", "hello")
     w.send("frank", "hello")
-    replies = w.inbox_until(2)
-    assert sorted(r["sender_agent_name"] for r in replies) == ["Erin", "Frank"]
+    w.send("olga", "hello")
+    replies = w.inbox_until(3)
+    assert sorted(r["sender_agent_name"] for r in replies) == ["Erin", "Frank", "Olga"]
     erin_row, frank_row = w.request_row(erin), w.request_row(frank)
     assert erin_row["status"] == "answered" and erin_row["model"] == "backup"
     assert [a["outcome"] for a in erin_row["attempts"]] == ["provider_error"] * 3 + ["answer"]
+    olga_row = w.request_row(olga)
+    assert [a["outcome"] for a in olga_row["attempts"]] == ["connection_failed"] * 3 + ["answer"]
+    assert olga_row["attempts"][0]["status"] is None  # no HTTP answer at all
     assert [a["outcome"] for a in frank_row["attempts"]] == ["unauthorized", "answer"]
     # The fake's 401 quotes the wrong key it was sent: the worker keeps it out of everything.
     assert "Incorrect API key provided: ***." in frank_row["attempts"][0]["message"]

@@ -158,6 +158,61 @@ static const struct ab_option options[AB_OPT__COUNT] = {
                                         "cap on one provider response (stream or body)" },
     [AB_OPT_NOTIFIER_OPS_PORT] = { "notifier.ops_port", "AGENTBUS_NOTIFIER_OPS_PORT", NULL,
                                    PORT("9103"), 0, AB_SVC_NOTIFIER, "/livez /readyz /metrics" },
+    [AB_OPT_WEBHOOKS] = { "webhooks", "AGENTBUS_WEBHOOKS", NULL, AB_OPT_OBJECT, "{}", 0, 0, NULL,
+                          AB_OPT_SECRET, AB_SVC_DISPATCHER | AB_SVC_NOTIFIER | AB_SVC_INGRESS,
+                          "webhooks: outgoing[] endpoints {id, url, events, method, secret, "
+                          "retry} (docs/notifier.md)" },
+    [AB_OPT_NOTIFIER_MAX_IN_FLIGHT] = { "notifier.max_in_flight",
+                                        "AGENTBUS_NOTIFIER_MAX_IN_FLIGHT", NULL, AB_OPT_INT,
+                                        "2048", 1, 100000, NULL, 0, AB_SVC_NOTIFIER,
+                                        "deliveries one process holds at once (requests in "
+                                        "flight, queued behind their destination, recording)" },
+    [AB_OPT_NOTIFIER_DB_THREADS] = { "notifier.db_threads", "AGENTBUS_NOTIFIER_DB_THREADS", NULL,
+                                     AB_OPT_INT, "2", 1, 64, NULL, 0, AB_SVC_NOTIFIER,
+                                     "threads that prepare deliveries and record attempts in "
+                                     "batches (each borrows a pool connection)" },
+    [AB_OPT_NOTIFIER_RETRY_SCHEDULE_MS] = { "notifier.retry_schedule_ms",
+                                            "AGENTBUS_NOTIFIER_RETRY_SCHEDULE_MS", NULL,
+                                            AB_OPT_STRING,
+                                            "5000,300000,1800000,7200000,18000000,36000000,"
+                                            "36000000",
+                                            1, 1000, NULL, 0, AB_SVC_NOTIFIER,
+                                            "waits between attempts (ms, comma-separated) for "
+                                            "Feishu and for endpoints without their own" },
+    [AB_OPT_NOTIFIER_REQUEST_TIMEOUT_MS] = { "notifier.request_timeout_ms",
+                                             "AGENTBUS_NOTIFIER_REQUEST_TIMEOUT_MS", NULL,
+                                             AB_OPT_INT, "15000", 100, 300000, NULL, 0,
+                                             AB_SVC_NOTIFIER,
+                                             "one delivery request, connect to last byte" },
+    [AB_OPT_NOTIFIER_ALLOW_NETWORKS] = { "notifier.allow_networks",
+                                         "AGENTBUS_NOTIFIER_ALLOW_NETWORKS", NULL, AB_OPT_STRING,
+                                         "", 0, 4096, NULL, 0, AB_SVC_NOTIFIER,
+                                         "CIDRs outgoing webhooks may reach although private, "
+                                         "loopback or link-local (refused by default)" },
+    [AB_OPT_NOTIFIER_ENDPOINT_CONCURRENCY] = { "notifier.endpoint_concurrency",
+                                               "AGENTBUS_NOTIFIER_ENDPOINT_CONCURRENCY", NULL,
+                                               AB_OPT_INT, "32", 1, 1024, NULL, 0,
+                                               AB_SVC_NOTIFIER,
+                                               "requests in flight to one outgoing endpoint" },
+    [AB_OPT_NOTIFIER_BREAKER_THRESHOLD] = { "notifier.breaker_threshold",
+                                            "AGENTBUS_NOTIFIER_BREAKER_THRESHOLD", NULL,
+                                            AB_OPT_INT, "5", 1, 1000, NULL, 0, AB_SVC_NOTIFIER,
+                                            "failed attempts in a row that open an endpoint's "
+                                            "circuit breaker" },
+    [AB_OPT_NOTIFIER_BREAKER_COOLDOWN_MS] = { "notifier.breaker_cooldown_ms",
+                                              "AGENTBUS_NOTIFIER_BREAKER_COOLDOWN_MS", NULL,
+                                              AB_OPT_INT, "30000", 10, 3600000, NULL, 0,
+                                              AB_SVC_NOTIFIER,
+                                              "an open breaker's first wait before one probe "
+                                              "(doubling while probes fail, up to 10 min)" },
+    [AB_OPT_NOTIFIER_FEISHU_USER_RATE] = { "notifier.feishu_user_rate",
+                                           "AGENTBUS_NOTIFIER_FEISHU_USER_RATE", NULL,
+                                           AB_OPT_INT, "5", 1, 1000, NULL, 0, AB_SVC_NOTIFIER,
+                                           "Feishu sends per second to one person" },
+    [AB_OPT_NOTIFIER_FEISHU_APP_RATE] = { "notifier.feishu_app_rate",
+                                          "AGENTBUS_NOTIFIER_FEISHU_APP_RATE", NULL, AB_OPT_INT,
+                                          "50", 1, 10000, NULL, 0, AB_SVC_NOTIFIER,
+                                          "Feishu sends per second through one app" },
 };
 
 struct opt_value {

@@ -69,6 +69,8 @@ struct xfer {
     bool waiting_first;    /* the first-byte clock still runs (no CONTINUE from on_data) */
     char errbuf[CURL_ERROR_SIZE];
     int socket_errno; /* STOP_SOCKET: why */
+    const struct ab_netguard *guard;
+    char refused[128]; /* the last address the guard refused, and why; "" if none */
 };
 
 struct ab_http_multi {
@@ -97,6 +99,7 @@ static const char *const reason_names[] = {
     [AB_HTTP_MULTI_ABORTED] = "aborted",
     [AB_HTTP_MULTI_CANCELLED] = "cancelled",
     [AB_HTTP_MULTI_FAILED] = "failed",
+    [AB_HTTP_MULTI_ADDRESS_REFUSED] = "address_refused",
 };
 
 const char *ab_http_multi_reason_name(enum ab_http_multi_reason reason)
@@ -287,7 +290,12 @@ static void classify(const struct xfer *x, CURLcode rc, struct ab_http_multi_res
     case STOP_NONE:
         break;
     }
-    if (x->stop == STOP_BODY_TOO_LARGE || rc == CURLE_FILESIZE_EXCEEDED) {
+    if (x->refused[0] != '\0' && rc == CURLE_COULDNT_CONNECT) {
+        r->reason = AB_HTTP_MULTI_ADDRESS_REFUSED;
+        r->err = AB_ERR_FORBIDDEN;
+        ab_http_easy_set_err(r->message, n, "%s %s: refused to connect: %s", what, host,
+                             x->refused);
+    } else if (x->stop == STOP_BODY_TOO_LARGE || rc == CURLE_FILESIZE_EXCEEDED) {
         r->reason = AB_HTTP_MULTI_TOO_LARGE;
         r->err = AB_ERR_TOO_LARGE;
         ab_http_easy_set_err(r->message, n, "%s %s: response body exceeds %zu bytes", what,
@@ -482,6 +490,26 @@ void ab_http_multi_free(struct ab_http_multi *m)
     free(m);
 }
 
+/* CURLOPT_OPENSOCKETFUNCTION with a guard: libcurl hands over each address it is about to
+ * connect to (every one it tries, in happy-eyeballs order), so the check is on the address
+ * itself and not on a name that could resolve differently a moment later. A refused one
+ * is CURL_SOCKET_BAD: libcurl tries the next, and fails with COULDNT_CONNECT when none is
+ * left. */
+static curl_socket_t open_guarded(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct xfer *x = clientp;
+    char why[AB_NETGUARD_REASON_MAX], text[64];
+
+    if (purpose != CURLSOCKTYPE_IPCXN)
+        return CURL_SOCKET_BAD;
+    if (!ab_netguard_allows(x->guard, &a->addr, a->addrlen, why, sizeof(why))) {
+        ab_netguard_format(&a->addr, a->addrlen, text, sizeof(text));
+        snprintf(x->refused, sizeof(x->refused), "%s is %s", text, why);
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype, a->protocol);
+}
+
 /* The options libcurl needs on top of the shared ones. */
 static CURLcode apply(struct xfer *x, const struct ab_http_request *req)
 {
@@ -501,6 +529,13 @@ static CURLcode apply(struct xfer *x, const struct ab_http_request *req)
     /* A proxy's answer to CONNECT is not the response. */
     if (rc == CURLE_OK)
         rc = curl_easy_setopt(x->curl, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
+    if (rc == CURLE_OK && x->guard != NULL) {
+        rc = curl_easy_setopt(x->curl, CURLOPT_OPENSOCKETFUNCTION, open_guarded);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(x->curl, CURLOPT_OPENSOCKETDATA, x);
+        if (rc == CURLE_OK)
+            rc = curl_easy_setopt(x->curl, CURLOPT_PROXY, "");
+    }
     return rc;
 }
 
@@ -555,6 +590,7 @@ enum ab_err ab_http_multi_add(struct ab_http_multi *m, const struct ab_http_mult
     x->idle_timeout_ms = req->idle_timeout_ms;
     x->sent_ms = x->first_byte_ms = x->last_data_ms = -1;
     x->waiting_first = true;
+    x->guard = req->guard;
     x->curl = curl_easy_init();
     if (x->curl == NULL) {
         ab_http_easy_set_err(errstr, errstr_size, "out of memory");

@@ -30,6 +30,7 @@
 
 #include "common/errors.h"
 #include "common/http_client.h"
+#include "common/netguard.h"
 
 #define AB_HTTP_MULTI_DEFAULT_MAX_TRANSFERS 64
 
@@ -57,6 +58,13 @@ struct ab_http_multi_request {
     /* The longest silence allowed between two body chunks, counted from the first chunk;
      * before it the first-byte and connect timeouts apply. 0: none. */
     long idle_timeout_ms;
+    /* When set (borrowed: it must outlive the request), every address libcurl is about to
+     * connect to is first checked by ab_netguard_allows: the check is on the address
+     * actually connected to, after DNS, so a name that resolves to a private address (or
+     * rebinds to one) is refused too. Proxies from the environment are not used, since
+     * the guard would then see only the proxy. A request whose every address is refused
+     * ends AB_HTTP_MULTI_ADDRESS_REFUSED. NULL: no check. */
+    const struct ab_netguard *guard;
 };
 
 /* What a callback tells the engine. */
@@ -81,6 +89,7 @@ enum ab_http_multi_reason {
     AB_HTTP_MULTI_ABORTED,            /* a callback returned AB_HTTP_MULTI_ABORT */
     AB_HTTP_MULTI_CANCELLED,          /* ab_http_multi_cancel, or ab_http_multi_free */
     AB_HTTP_MULTI_FAILED,             /* anything else: err and message say what */
+    AB_HTTP_MULTI_ADDRESS_REFUSED,    /* the request's guard refused every address */
 };
 
 /* How a request ended, for on_done. Times are milliseconds from ab_http_multi_add. */
@@ -90,7 +99,8 @@ struct ab_http_multi_result {
      * CANCELLED (stopped on purpose by its owner); for FAILED, as http_client maps libcurl:
      * AB_ERR_UNAVAILABLE when the host could not be resolved or connected to (refused),
      * AB_ERR_UPSTREAM for a reset or cut connection, a TLS failure or a malformed response,
-     * AB_ERR_NOMEM, AB_ERR_INTERNAL when libcurl refused the request. */
+     * AB_ERR_NOMEM, AB_ERR_INTERNAL when libcurl refused the request; AB_ERR_FORBIDDEN for
+     * ADDRESS_REFUSED (the message names the address and why: "... 10.0.0.5 is private"). */
     enum ab_err err;
     enum ab_http_multi_reason reason;
     long timeout_ms;        /* the limit that fired, for the four timeouts; else 0 */
@@ -179,7 +189,8 @@ enum ab_err ab_http_multi_cancel(struct ab_http_multi *m, uint64_t id);
 size_t ab_http_multi_in_flight(const struct ab_http_multi *m);
 
 /* "complete", "connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout",
- * "too_large", "aborted", "cancelled", "failed": stable, for logs and metric labels. */
+ * "too_large", "aborted", "cancelled", "failed", "address_refused": stable, for logs and
+ * metric labels. */
 const char *ab_http_multi_reason_name(enum ab_http_multi_reason reason);
 
 #endif

@@ -94,6 +94,7 @@ struct ab_consumer {
     ab_consumer_quiesce_fn quiesce;
     size_t max_in_flight;
     int drain_timeout_ms;
+    bool unordered_keys;
     struct part **parts;
     size_t part_count;
     atomic_size_t tracked; /* jobs in parts */
@@ -223,6 +224,7 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
     c->handler_ud = opts->handler_ud;
     c->max_in_flight = opts->max_in_flight ? opts->max_in_flight : 64;
     c->drain_timeout_ms = opts->drain_timeout_ms > 0 ? opts->drain_timeout_ms : 10000;
+    c->unordered_keys = opts->unordered_keys;
     pthread_mutex_init(&c->done_lock, NULL);
     if ((opts->handler == NULL) == (opts->start == NULL) ||
         (opts->start != NULL && opts->quiesce == NULL)) {
@@ -819,7 +821,7 @@ static void accept_message(struct ab_consumer *c, rd_kafka_message_t *rkm)
         return;
     }
     job->msg.event = job->ev;
-    for (size_t i = 0; i + 1 < p->count; i++) {
+    for (size_t i = 0; !c->unordered_keys && i + 1 < p->count; i++) {
         if (p->jobs[i]->state != JOB_FINISHED && same_key(p->jobs[i], job)) {
             job->state = JOB_WAITING;
             return;

@@ -49,6 +49,7 @@ struct ab_consumer_job;
  *  any other error: dead-lettered with the reason, then finished.
  * Order: messages with the same Kafka key are handed out one at a time, in partition
  * order (the next waits until the one before it is finished); different keys run at once.
+ * With options.unordered_keys, every message is handed out as it comes.
  * @thread called from the consumer's thread; it must not block. */
 typedef void (*ab_consumer_start_fn)(void *ud, struct ab_consumer_job *job);
 
@@ -75,6 +76,10 @@ struct ab_consumer_options {
     /* Async: how long ab_consumer_stop lets the jobs in hand finish before it closes the
      * consumer anyway. 0: 10 000 ms. */
     int drain_timeout_ms;
+    /* Async: hand out messages with the same key at once too (the handler keeps whatever
+     * order it needs itself; the notifier's key is a destination that takes many requests
+     * at once). Offsets still advance only past finished prefixes. */
+    bool unordered_keys;
 };
 
 /* The message of a job. @ownership borrowed; valid until ab_consumer_job_done. attempt

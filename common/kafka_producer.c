@@ -240,15 +240,16 @@ enum ab_err ab_producer_send_event(struct ab_producer *p, enum ab_topic topic, c
 enum ab_err ab_producer_send_events(struct ab_producer *p, struct ab_outgoing_event *events,
                                     size_t n, char *errstr, size_t size)
 {
-    enum { MAX = 16 };
-    struct send_waiter w[MAX];
-    char names[MAX][256];
-    bool queued[MAX];
+    enum { ON_STACK = 16 };
+    struct send_waiter w_stack[ON_STACK], *w = w_stack;
+    char names_stack[ON_STACK][256], (*names)[256] = names_stack;
+    bool queued_stack[ON_STACK], *queued = queued_stack;
     enum ab_err first = AB_OK;
     char why[512];
-    if (n > MAX) {
-        snprintf(errstr, size, "kafka: %zu events in one batch (at most %d)", n, MAX);
-        return AB_ERR_INTERNAL;
+    if (n > ON_STACK) { /* a notifier's batch of outcomes: hundreds */
+        w = ab_xcalloc(n, sizeof(*w));
+        names = ab_xcalloc(n, sizeof(*names));
+        queued = ab_xcalloc(n, sizeof(*queued));
     }
     /* All queued first, then all awaited: one round trip to the broker for the batch. */
     for (size_t i = 0; i < n; i++) {
@@ -277,6 +278,11 @@ enum ab_err ab_producer_send_events(struct ab_producer *p, struct ab_outgoing_ev
             first = events[i].err;
             snprintf(errstr, size, "%s", why);
         }
+    }
+    if (n > ON_STACK) {
+        free(w);
+        free(names);
+        free(queued);
     }
     return first;
 }

@@ -43,7 +43,7 @@ struct ab_outgoing_event {
     enum ab_err err;          /* set by the send: this event's own result */
 };
 
-/* Sends up to 16 events at once and blocks until the broker acknowledged each of them (or it
+/* Sends events at once and blocks until the broker acknowledged each of them (or it
  * failed): one round trip for the batch instead of one per event. Their order is kept only
  * where it always is (the same partition). @returns AB_OK when every event was acknowledged,
  * else the first failure (errstr says which; each event's err says its own): events of the

@@ -1,5 +1,7 @@
 /* agentbus-dispatcher: wiring only. Consumes agentbus.ingress, journals every event in
  * PostgreSQL (route.c) and routes agentbus.message.sent by its target (message_route.c). */
+#include "common/log.h"
+#include "common/outgoing.h"
 #include "common/service.h"
 #include "services/dispatcher/route.h"
 
@@ -11,17 +13,29 @@ int main(int argc, char **argv)
     if (rc >= 0)
         return rc;
     struct dispatch_ctx ctx;
+    struct ab_outgoing *outgoing = NULL;
+    char errstr[512];
     dispatch_init(&ctx, &svc);
-    const enum ab_topic topics[] = { AB_TOPIC_INGRESS };
+    /* Only the endpoints' events matter here (schedules are the notifier's concern). */
+    if (ab_outgoing_parse(ab_config_object(svc.cfg, AB_OPT_WEBHOOKS), NULL, 0, 15000, &outgoing,
+                          errstr, sizeof(errstr)) != AB_OK) {
+        ab_error("%s", errstr);
+        ab_service_cleanup(&svc);
+        return 2;
+    }
+    ctx.outgoing = outgoing;
+    /* agentbus.events is read only when some endpoint wants its events. */
+    const enum ab_topic topics[] = { AB_TOPIC_INGRESS, AB_TOPIC_EVENTS };
     const struct ab_consumer_options opts = {
         .group_id = "agentbus-dispatcher",
         .client_id = "agentbus-dispatcher",
         .topics = topics,
-        .topic_count = sizeof(topics) / sizeof(topics[0]),
+        .topic_count = outgoing->count > 0 ? 2 : 1,
         .handler = dispatch_handle,
         .handler_ud = &ctx,
     };
     rc = ab_service_run_consumer(&svc, &opts);
+    ab_outgoing_free(outgoing);
     ab_service_cleanup(&svc);
     return rc;
 }

@@ -10,8 +10,10 @@
 #include <string.h>
 
 #include "common/db.h"
+#include "common/topics.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "services/dispatcher/fanout.h"
 #include "services/dispatcher/message_route.h"
 
 #define DB_WAIT_MS 5000
@@ -73,6 +75,11 @@ enum ab_err dispatch_handle(void *ud, const struct ab_consumed *msg, char *reaso
 {
     struct dispatch_ctx *ctx = ud;
     const struct ab_event *ev = msg->event;
+    char events_topic[256];
+    ab_topic_name(ab_producer_topic_prefix(ctx->svc->producer), AB_TOPIC_EVENTS, events_topic,
+                  sizeof(events_topic));
+    if (strcmp(msg->topic, events_topic) == 0)
+        return dispatch_fanout(ctx, ctx->outgoing, msg, reason, size); /* not journaled */
     enum ab_err err = strcmp(ev->type, DISPATCH_MESSAGE_SENT) == 0
                           ? dispatch_message_sent(ctx, msg, reason, size)
                           : journal_only(ctx, msg, reason, size);

@@ -3,6 +3,7 @@
 #include "common/log.h"
 #include "common/service.h"
 #include "services/ingress/routes_admin.h"
+#include "services/ingress/admin_dead_letters.h"
 #include "services/ingress/admin_resources.h"
 #include "services/ingress/gateway_inbox.h"
 #include "services/ingress/gateway_send.h"
@@ -62,6 +63,8 @@ int main(int argc, char **argv)
         err = ingress_inbox_routes(&admin, api);
     if (err == AB_OK)
         err = ingress_admin_resources_routes(&admin, api);
+    if (err == AB_OK)
+        err = ingress_dead_letter_routes(&admin, api);
     if (err == AB_OK)
         err = ingress_seeder_start(&seeder, &admin);
     if (err) {

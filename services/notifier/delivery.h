@@ -1,13 +1,120 @@
-/* The notifier's handling of one delivery event. */
+/* One delivery attempt as it moves through the notifier: taken from agentbus.notify or
+ * agentbus.notify.retry (or claimed from the schedule), prepared by a database thread,
+ * sent by the engine, recorded and published by a database thread, then ended.
+ *
+ * The delivery's identity is its job: the event first published to agentbus.notify
+ * (`agentbus.notify.feishu` or `agentbus.notify.webhook`). Its id is the delivery id: the
+ * webhook-id an outgoing webhook carries on every attempt, the seed of a Feishu send's
+ * uuid, the key of its attempt rows and of its dead letter. A retry is an
+ * `agentbus.notify.retry` event wrapping the job with the attempt number it is for. */
 #ifndef NOTIFY_DELIVERY_H
 #define NOTIFY_DELIVERY_H
 
-#include "common/kafka_consumer.h"
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
-/* Handles a delivery event. Feishu and outgoing webhooks arrive with the notifier issue;
- * until then every delivery is refused with a reason and so kept, replayable, in the
- * dead-letter topic rather than dropped. */
-enum ab_err notify_handle(void *ud, const struct ab_consumed *msg, char *reason,
-                          size_t reason_size);
+#include "common/envelope.h"
+#include "common/errors.h"
+#include "common/kafka_consumer.h"
+#include "common/outgoing.h"
+#include "common/util.h"
+
+#define NOTIFY_TYPE_FEISHU "agentbus.notify.feishu"
+#define NOTIFY_TYPE_WEBHOOK "agentbus.notify.webhook"
+#define NOTIFY_TYPE_RETRY "agentbus.notify.retry"
+#define NOTIFY_EXCERPT_MAX 512
+
+enum notify_kind { NOTIFY_FEISHU = 0, NOTIFY_WEBHOOK };
+
+enum notify_outcome {
+    NOTIFY_DELIVERED = 0,
+    NOTIFY_RETRY,    /* failed, another attempt is scheduled */
+    NOTIFY_FAILED,   /* failed for good (permanent, or the last attempt): a dead letter */
+    NOTIFY_DEFERRED, /* not attempted (the endpoint's breaker is open): rescheduled */
+    NOTIFY_ABANDONED /* the notifier is stopping: nothing recorded, redone later */
+};
+
+struct notify_delivery {
+    struct notify_delivery *next; /* in whichever queue holds it */
+
+    /* Where it came from: a consumer job, or a row of notify_scheduled (cj NULL). */
+    struct ab_consumer_job *cj;
+    char scheduled_id[AB_UUID_LEN + 1];
+
+    json_t *job;    /* the job event as JSON (an envelope object) */
+    char id[AB_UUID_LEN + 1];
+    char *key;      /* the job's Kafka key (the destination) */
+    char *traceparent;
+    int attempt;    /* this attempt, 1-based */
+    int deferrals;  /* times a breaker pushed this attempt back */
+    int replay;     /* 0, or the number of the operator's replay this run comes from */
+    void *scratch;  /* the engine's, while it holds the delivery */
+    int64_t job_time_ms; /* the job's event time: delivery latency is measured from it */
+    int64_t started_ms;  /* monotonic, when this attempt was taken */
+    bool about_outcome;  /* the job is about a delivery outcome: its own is not fanned out */
+
+    enum notify_kind kind;
+    char destination[160]; /* "webhook:<endpoint id>", "feishu:<member id>" */
+    char tenant_id[AB_UUID_LEN + 1];
+    char event_type[48];   /* webhook: the outgoing event name */
+
+    /* webhook */
+    const struct ab_outgoing_endpoint *endpoint; /* borrowed from the notifier's config */
+    char *body;                                  /* the payload, as sent */
+    size_t body_len;
+
+    /* feishu, filled by prepare */
+    char member_id[AB_UUID_LEN + 1];
+    char *app_id, *app_secret, *base_url;
+    char *user_id, *open_id;
+    char *text;
+    char uuid[AB_UUID_LEN + 1];
+
+    /* the attempt's result, filled by the engine */
+    enum notify_outcome outcome;
+    char code[64];       /* "http_503", "feishu_230013", "timeout", "address_refused", ... */
+    long status;         /* the last HTTP status, 0 if none */
+    int64_t latency_ms;  /* this attempt's requests, first to last byte */
+    char excerpt[NOTIFY_EXCERPT_MAX + 1];
+    char error[512];
+    int64_t retry_after_ms;  /* what the receiver asked for, -1 if nothing */
+    int64_t next_due_ms;     /* RETRY/DEFERRED: when the next try is due (wall clock) */
+    bool endpoint_gone;      /* webhook answered 410: the endpoint is disabled */
+    bool breaker_opened;     /* this failure opened the endpoint's breaker */
+    bool breaker_closed;     /* this success closed a breaker that had been open */
+    char receive_id_type[16]; /* feishu: the id type the message went to */
+    char message_id[80];      /* feishu: Feishu's message id */
+};
+
+/* Reads a job event (from agentbus.notify) into d: kind, destination, tenant, and for a
+ * webhook its endpoint (looked up in outgoing) and payload. attempt is set to 1.
+ * @returns AB_OK; AB_ERR_INVALID (a malformed job: reason says why, it is dead-lettered);
+ *          AB_ERR_NOT_FOUND for a webhook whose endpoint is no longer configured. */
+enum ab_err notify_delivery_from_job(struct notify_delivery *d, const struct ab_event *ev,
+                                     const char *key, const struct ab_outgoing *outgoing,
+                                     char *reason, size_t reason_size);
+
+/* Reads a retry event: the job it wraps (as notify_delivery_from_job), the attempt it is
+ * for, and *due_ms, when it is due (wall clock). */
+enum ab_err notify_delivery_from_retry(struct notify_delivery *d, const struct ab_event *ev,
+                                       const struct ab_outgoing *outgoing, int64_t *due_ms,
+                                       char *reason, size_t reason_size);
+
+/* The retry event that carries d's next try: attempt + 1 for RETRY, the same attempt for
+ * DEFERRED, due at d->next_due_ms. Its id is derived from the delivery id, the attempt and
+ * the deferrals, so publishing it twice is one event.
+ * @ownership the caller frees it with ab_event_free. */
+struct ab_event *notify_retry_event(const struct notify_delivery *d);
+
+/* The job event of d, rebuilt from d->job (for the dead-letter topic and replays).
+ * @ownership malloc'ed text. */
+char *notify_job_text(const struct notify_delivery *d, size_t *len);
+
+void notify_delivery_free(struct notify_delivery *d);
+
+const char *notify_outcome_name(enum notify_outcome o);
+const char *notify_kind_name(enum notify_kind k);
 
 #endif

@@ -186,7 +186,7 @@ def test_unhandled_events_are_dead_lettered_with_a_reason(stack):
     [llm] = stack.broker.consume(stack.broker.topic("agentbus.llm.requests.dlq"), 1)
     [notify] = stack.broker.consume(stack.broker.topic("agentbus.notify.dlq"), 1)
     assert 'event type "llm.request" is not agentbus.llm.request' in llm["headers"]["x-agentbus-dlq-reason"]
-    assert 'event type "notify.feishu" is not handled' in notify["headers"]["x-agentbus-dlq-reason"]
+    assert 'unknown delivery type "notify.feishu"' in notify["headers"]["x-agentbus-dlq-reason"]
 
 
 def test_broker_restart_mid_stream_loses_nothing_accepted(stack):

@@ -1,0 +1,354 @@
+"""The notifier end to end on the real binaries: an OpenClaw agent writes to a person through
+the gateway and the fake Feishu (tests/fake_notify/fake_feishu.py) gets the message; events
+fan out to outgoing webhooks, which a receiver (tests/fake_notify/webhook_receiver.py) checks
+against Standard Webhooks signatures. Failures on cue: a send that times out after Feishu took
+it, a token expiring mid-run, 429 with a reset, a user_id Feishu refuses, receivers failing
+until the schedule runs out, a private address, a notifier killed with retries pending."""
+import base64
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from conftest import ADMIN_TOKEN, ROOT, http, wait_until
+
+FAKES = os.path.join(ROOT, "tests", "fake_notify")
+APP_ID, APP_SECRET = "cli_test_app", "app-secret-" + uuid.uuid4().hex[:8]
+SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+# Short waits, so schedules run in the test's time (the schedule's maths: test_retry.c).
+FAST = {"AGENTBUS_NOTIFIER_RETRY_SCHEDULE_MS": "300,300", "AGENTBUS_NOTIFIER_REQUEST_TIMEOUT_MS": "1500"}
+
+
+class Fake:
+    def __init__(self, script, *args):
+        self.proc = subprocess.Popen([sys.executable, os.path.join(FAKES, script), "--port", "0", *args],
+                                     stdout=subprocess.PIPE, text=True)
+        self.port = int(self.proc.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def get(self, path):
+        status, body, _ = http("GET", self.url + path)
+        assert status == 200, body
+        return body
+
+    def post(self, path, body=None):
+        status, out, _ = http("POST", self.url + path, json.dumps(body or {}).encode(),
+                              {"Content-Type": "application/json"})
+        assert status in (200, 204), out
+        return out
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def feishu():
+    f = Fake("fake_feishu.py", "--app", f"{APP_ID}:{APP_SECRET}", "--user", "u_mary:ou_mary",
+             "--user", "u_tom:ou_tom")
+    yield f
+    f.close()
+
+
+@pytest.fixture
+def receiver():
+    f = Fake("webhook_receiver.py", "--secret", SECRET)
+    yield f
+    f.close()
+
+
+class World:
+    """A tenant with OpenClaw agent Alice (with a gateway key) and a Feishu app."""
+
+    def __init__(self, stack, feishu=None, webhooks=None, notifier_env=None, **member_ids):
+        self.stack = stack
+        hooks = {"AGENTBUS_WEBHOOKS": json.dumps({"outgoing": webhooks})} if webhooks else {}
+        stack.start("ingress", **hooks)
+        stack.start("dispatcher", **hooks)
+        self.notifier_env = dict(FAST, **hooks, **(notifier_env or {}))
+        self.notifier = stack.start("notifier", **self.notifier_env)
+        self.tenant = stack.sql(f"INSERT INTO tenants (name) VALUES ('t-{uuid.uuid4().hex[:6]}') RETURNING id")
+        self.alice = stack.sql(f"INSERT INTO agents (tenant_id, name, type) VALUES ('{self.tenant}', 'Alice',"
+                               f" 'openclaw') RETURNING id")
+        status, body, _ = http("POST", f"{stack.api}/api/gateway/agents/{self.alice}/api-key", b"",
+                               {"Authorization": "Bearer " + ADMIN_TOKEN})
+        assert status == 201, body
+        self.key = body["api_key"]
+        if feishu is not None:
+            stack.sql(f"INSERT INTO channel_configs (tenant_id, channel_type, app_id, app_secret, base_url)"
+                      f" VALUES ('{self.tenant}', 'feishu', '{APP_ID}', '{APP_SECRET}', '{feishu.url}')")
+
+    def member(self, name, user_id=None, open_id=None):
+        vals = ", ".join("'%s'" % v if v else "NULL" for v in (self.tenant, name, user_id, open_id))
+        return self.stack.sql("INSERT INTO org_members (tenant_id, name, feishu_user_id, feishu_open_id)"
+                              f" VALUES ({vals}) RETURNING id")
+
+    def send(self, target, content):
+        status, body, _ = http("POST", self.stack.api + "/api/gateway/send-message",
+                               json.dumps({"target": target, "content": content}).encode(),
+                               {"X-Api-Key": self.key})
+        assert status == 200, body
+        return body
+
+    def attempts(self, where="true"):
+        rows = self.stack.sql("SELECT coalesce(json_agg(json_build_object('id', delivery_id, 'attempt', attempt,"
+                              " 'outcome', outcome, 'code', code, 'status', status, 'dest', destination,"
+                              " 'excerpt', response_excerpt, 'error', error) ORDER BY delivery_id, attempt), '[]')"
+                              f" FROM notify_attempts WHERE {where}")
+        return json.loads(rows)
+
+    def wait_attempts(self, pred, what, timeout=30):
+        return wait_until(lambda: pred(self.attempts()) and self.attempts(), timeout, 0.2, what)
+
+    def events(self, type_, want, timeout=20):
+        found = []
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            msgs = self.stack.broker.consume(self.stack.broker.topic("agentbus.events"), 100000,
+                                             timeout_ms=15000, idle_ms=1000)
+            found = [e for e in (json.loads(m["value"]) for m in msgs) if e["type"] == type_]
+            if len(found) >= want:
+                return found
+            time.sleep(0.3)
+        raise AssertionError(f"{len(found)} of {want} {type_} events")
+
+
+def posted(feishu):
+    return feishu.get("/_fake/messages")
+
+
+def token_calls(feishu):
+    return [r for r in feishu.get("/_fake/requests") if r["path"].endswith("/tenant_access_token/internal")]
+
+
+# ---- Feishu ----
+
+def test_a_person_gets_one_feishu_message_and_the_token_is_reused(stack, feishu):
+    w = World(stack, feishu)
+    w.member("Mary", "u_mary", "ou_mary")
+    w.send("Mary", "the build is green")
+    w.send("Mary", "and deployed")
+    wait_until(lambda: len(posted(feishu)) == 2, 30, 0.2, "two Feishu messages")
+    first, second = posted(feishu)
+    assert (first["receive_id_type"], first["receive_id"]) == ("user_id", "u_mary")
+    assert first["content"] == {"text": "[Alice] the build is green"}  # the tenant's shared app
+    assert second["content"] == {"text": "[Alice] and deployed"}
+    assert first["uuid"] and first["uuid"] != second["uuid"]
+    assert len(token_calls(feishu)) == 1  # cached for both sends
+    rows = w.wait_attempts(lambda a: len(a) == 2, "two attempt rows")
+    assert {r["outcome"] for r in rows} == {"delivered"} and all(r["status"] == 200 for r in rows)
+    delivered = w.events("agentbus.notify.delivered", 2)
+    assert {e["data"]["message_id"] for e in delivered} == {m["message_id"] for m in posted(feishu)}
+    assert APP_SECRET not in w.notifier.logs()
+
+
+def test_a_send_that_timed_out_after_feishu_took_it_is_not_posted_twice(stack, feishu):
+    w = World(stack, feishu)
+    w.member("Mary", "u_mary", "ou_mary")
+    feishu.post("/_fake/fail", {"mode": "timeout_after_accept", "seconds": 3})
+    w.send("Mary", "exactly once")
+    rows = w.wait_attempts(lambda a: any(r["outcome"] == "delivered" for r in a), "the retry delivered")
+    assert [r["outcome"] for r in rows] == ["retry", "delivered"]
+    assert rows[0]["code"] == "timeout"
+    sends = [r for r in feishu.get("/_fake/requests") if r["path"] == "/open-apis/im/v1/messages"]
+    assert len(sends) == 2 and sends[0]["body"]["uuid"] == sends[1]["body"]["uuid"]
+    assert len(posted(feishu)) == 1  # Feishu's uuid dedup: the retry did not post again
+
+
+def test_an_expired_token_is_refreshed_once_and_the_send_goes_again(stack, feishu):
+    w = World(stack, feishu)
+    w.member("Mary", "u_mary", "ou_mary")
+    w.send("Mary", "one")
+    wait_until(lambda: len(posted(feishu)) == 1, 30, 0.2, "the first message")
+    feishu.post("/_fake/expire_tokens")
+    w.send("Mary", "two")
+    wait_until(lambda: len(posted(feishu)) == 2, 30, 0.2, "the second message")
+    assert len(token_calls(feishu)) == 2
+    rows = w.wait_attempts(lambda a: len(a) == 2, "two rows")
+    assert [r["outcome"] for r in rows].count("delivered") == 2 and all(r["attempt"] == 1 for r in rows)
+
+
+def test_a_rate_limited_send_waits_for_the_reset(stack, feishu):
+    w = World(stack, feishu)
+    w.member("Mary", "u_mary", "ou_mary")
+    feishu.post("/_fake/fail", {"mode": "rate_limit", "seconds": 2})
+    w.send("Mary", "after the reset")
+    wait_until(lambda: len(posted(feishu)) == 1, 30, 0.2, "the message")
+    sends = [r for r in feishu.get("/_fake/requests") if r["path"] == "/open-apis/im/v1/messages"]
+    assert len(sends) == 2 and sends[1]["time"] - sends[0]["time"] >= 1.9
+    rows = w.wait_attempts(lambda a: len(a) == 1, "one row")
+    assert rows[0]["outcome"] == "delivered" and rows[0]["attempt"] == 1  # a wait, not an attempt
+
+
+def test_a_refused_user_id_falls_back_to_the_open_id(stack):
+    feishu = Fake("fake_feishu.py", "--app", f"{APP_ID}:{APP_SECRET}", "--user", "u_mary:ou_mary",
+                  "--reject-user-id")
+    try:
+        w = World(stack, feishu)
+        w.member("Mary", "u_mary", "ou_mary")
+        w.send("Mary", "via open_id")
+        wait_until(lambda: len(posted(feishu)) == 1, 30, 0.2, "the message")
+        [m] = posted(feishu)
+        assert (m["receive_id_type"], m["receive_id"]) == ("open_id", "ou_mary")
+        sends = [r for r in feishu.get("/_fake/requests") if r["path"] == "/open-apis/im/v1/messages"]
+        assert [s["query"]["receive_id_type"] for s in sends] == ["user_id", "open_id"]
+    finally:
+        feishu.close()
+
+
+def test_a_person_feishu_does_not_know_is_a_dead_letter_with_its_code(stack, feishu):
+    w = World(stack, feishu)
+    w.member("Ghost", "u_ghost", None)
+    w.send("Ghost", "hello?")
+    rows = w.wait_attempts(lambda a: len(a) == 1, "one row")
+    assert rows[0]["outcome"] == "failed" and rows[0]["code"] == "feishu_230013"
+    dead = stack.sql("SELECT code || '|' || attempts FROM notify_dead_letters")
+    assert dead == "feishu_230013|1"
+    [err] = w.events("agentbus.error", 1)
+    assert err["data"]["stage"] == "notify" and err["data"]["code"] == "feishu_230013"
+
+
+# ---- outgoing webhooks ----
+
+def endpoint(receiver, path="/hooks/a", **extra):
+    ep = {"id": "ep-" + path.rsplit("/", 1)[-1], "url": receiver.url + path, "events": ["message_received"],
+          "secret": SECRET}
+    ep.update(extra)
+    return ep
+
+
+LOOPBACK = {"AGENTBUS_NOTIFIER_ALLOW_NETWORKS": "127.0.0.1/32"}
+
+
+def emit(stack, data, type_="agentbus.message.received"):
+    """Puts an event on agentbus.events, as the dispatcher or a worker would."""
+    ev = {"specversion": "1.0", "id": str(uuid.uuid4()), "type": type_, "source": "/tests",
+          "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "datacontenttype": "application/json",
+          "data": data}
+    stack.broker.produce(stack.broker.topic("agentbus.events"), json.dumps(ev), key="k")
+    return ev["id"]
+
+
+def test_an_event_reaches_a_subscribed_endpoint_signed(stack, feishu, receiver):
+    w = World(stack, feishu, webhooks=[endpoint(receiver)], notifier_env=LOOPBACK)
+    w.member("Mary", "u_mary", "ou_mary")
+    w.send("Mary", "hooked")
+    got = wait_until(lambda: receiver.get("/_fake/deliveries?path=/hooks/a"), 30, 0.2, "a delivery")
+    [d] = got
+    assert d["verified"] is True and d["status"] == 200
+    payload = d["body"]
+    assert payload["type"] == "message_received"
+    assert payload["message"]["from"] == "Alice" and payload["message"]["text"] == "hooked"
+    assert d["headers"]["webhook-signature"].startswith("v1,")
+    rows = w.wait_attempts(lambda a: any(r["dest"] == "webhook:ep-a" for r in a), "the webhook's row")
+    [row] = [r for r in rows if r["dest"] == "webhook:ep-a"]
+    assert row["id"] == d["headers"]["webhook-id"] and row["outcome"] == "delivered"
+
+
+def test_failures_retry_on_schedule_then_dead_letter(stack, receiver):
+    ep = endpoint(receiver, retry={"scheduleMs": [300, 600]})
+    w = World(stack, webhooks=[ep], notifier_env=LOOPBACK)
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "status", "status": 503})
+    emit(stack, {"tenant_id": w.tenant, "sender": {"name": "x"}, "target": {"name": "y"}, "content": "c"})
+    rows = w.wait_attempts(lambda a: any(r["outcome"] == "failed" for r in a), "the dead letter")
+    assert [(r["attempt"], r["outcome"], r["code"]) for r in rows] == [
+        (1, "retry", "http_503"), (2, "retry", "http_503"), (3, "failed", "http_503")]
+    tries = receiver.get("/_fake/requests?path=/hooks/a")
+    assert len(tries) == 3 and len({t["headers"]["webhook-id"] for t in tries}) == 1  # stable id
+    gaps = [b["time"] - a["time"] for a, b in zip(tries, tries[1:])]
+    assert gaps[0] >= 0.25 and gaps[1] >= 0.5, gaps  # the schedule, with its 10 % jitter
+    assert stack.sql("SELECT endpoint_id || '|' || attempts || '|' || code FROM notify_dead_letters") \
+        == "ep-a|3|http_503"
+    [dlq] = stack.broker.consume(stack.broker.topic("agentbus.notify.dlq"), 1)
+    assert json.loads(dlq["value"])["id"] == rows[0]["id"]
+    [err] = w.events("agentbus.error", 1)
+    assert err["data"]["stage"] == "notify" and err["data"]["code"] == "http_503"
+    admin = {"Authorization": "Bearer " + ADMIN_TOKEN}
+    status, listed, _ = http("GET", stack.api + "/api/admin/dead-letters?endpoint=ep-a", None, admin)
+    assert status == 200 and [d["id"] for d in listed["dead_letters"]] == [rows[0]["id"]]
+    # The endpoint is back; a replay delivers with the same webhook-id.
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "ok", "replace": True})
+    status, body, _ = http("POST", stack.api + f"/api/admin/dead-letters/{rows[0]['id']}/replay", b"", admin)
+    assert status == 202, body
+    [d] = wait_until(lambda: receiver.get("/_fake/deliveries?path=/hooks/a"), 30, 0.2, "the replay")
+    assert d["headers"]["webhook-id"] == rows[0]["id"] and d["verified"] is True
+    status, body, _ = http("POST", stack.api + "/api/admin/dead-letters/00000000-0000-4000-8000-000000000000/replay",
+                           b"", admin)
+    assert status == 404, body
+    status, body, _ = http("DELETE", stack.api + "/api/admin/dead-letters?endpoint=ep-a", None, admin)
+    assert status == 200 and body == {"purged": 1}
+
+
+def test_a_private_address_is_refused(stack, receiver):
+    w = World(stack, webhooks=[endpoint(receiver)])  # no allowlist
+    emit(stack, {"tenant_id": w.tenant, "content": "c"})
+    rows = w.wait_attempts(lambda a: len(a) == 1, "one row")
+    assert rows[0]["outcome"] == "failed" and rows[0]["code"] == "address_refused"
+    assert "127.0.0.1 is loopback" in rows[0]["error"]
+    assert receiver.get("/_fake/requests") == []
+
+
+def test_410_disables_the_endpoint(stack, receiver):
+    w = World(stack, webhooks=[endpoint(receiver)], notifier_env=LOOPBACK)
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "gone"})
+    emit(stack, {"tenant_id": w.tenant, "content": "one"})
+    w.wait_attempts(lambda a: len(a) == 1, "the 410")
+    wait_until(lambda: stack.sql("SELECT count(*) FROM webhook_endpoint_state WHERE disabled_at IS NOT NULL")
+               == "1", 10, 0.2, "the endpoint disabled")
+    time.sleep(2.5)  # the notifier reads disabled endpoints every 2 s
+    emit(stack, {"tenant_id": w.tenant, "content": "two"})
+    rows = w.wait_attempts(lambda a: len(a) == 2, "the second")
+    assert [r["code"] for r in rows if r["code"]] .count("endpoint_disabled") == 1
+    assert len(receiver.get("/_fake/requests?path=/hooks/a")) == 1
+
+
+def test_a_notifier_killed_with_retries_pending_delivers_them_after_restart(stack, receiver):
+    ep = endpoint(receiver, retry={"scheduleMs": [3000]})
+    w = World(stack, webhooks=[ep], notifier_env=LOOPBACK)
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "status", "status": 500})
+    for i in range(5):
+        emit(stack, {"tenant_id": w.tenant, "content": f"m{i}"})
+    w.wait_attempts(lambda a: len(a) == 5, "five first attempts")
+    w.notifier.proc.kill()
+    w.notifier.proc.wait()
+    assert stack.sql("SELECT count(*) FROM notify_scheduled") == "5"
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "ok", "replace": True})
+    stack.start("notifier", **w.notifier_env)
+
+    def delivered():
+        return {d["headers"]["webhook-id"]: d["body"]["message"]["text"]
+                for d in receiver.get("/_fake/deliveries?path=/hooks/a")}
+    wait_until(lambda: len(delivered()) == 5, 40, 0.3, "five deliveries")
+    # First attempts whose offsets the killed process had not committed yet are redone: the
+    # receiver sees them again under the same webhook-id (at least once, deduplicable).
+    assert sorted(delivered().values()) == [f"m{i}" for i in range(5)]
+    wait_until(lambda: stack.sql("SELECT count(*) FROM notify_scheduled") == "0", 10, 0.2, "schedule empty")
+
+
+def test_malformed_jobs_are_dead_lettered_and_a_good_one_still_goes(stack, feishu):
+    w = World(stack, feishu)
+    mary = w.member("Mary", "u_mary", "ou_mary")
+    topic = stack.broker.topic("agentbus.notify")
+    bad = [
+        ("agentbus.notify.feishu", {"tenant_id": w.tenant, "content": "no target"}, "data.target.id"),
+        ("agentbus.notify.feishu", {"tenant_id": "nope", "target": {"id": mary}, "content": "x"}, "tenant_id"),
+        ("agentbus.notify.webhook", {"endpoint_id": "x"}, "data.event and data.payload"),
+        ("agentbus.notify.retry", {"job": {}, "attempt": 0}, "attempt (1-1000)"),
+    ]
+    for type_, data, _ in bad:
+        ev = {"specversion": "1.0", "id": str(uuid.uuid4()), "type": type_, "source": "/tests",
+              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "data": data}
+        stack.broker.produce(topic if type_ != "agentbus.notify.retry" else stack.broker.topic("agentbus.notify.retry"),
+                             json.dumps(ev), key="k")
+    stack.broker.produce(topic, "not json at all", key="k")
+    w.send("Mary", "still here")
+    wait_until(lambda: len(posted(feishu)) == 1, 30, 0.2, "the good message")
+    dead = stack.broker.consume(topic + ".dlq", 4) + stack.broker.consume(stack.broker.topic("agentbus.notify.retry.dlq"), 1)
+    reasons = " | ".join(d["headers"]["x-agentbus-dlq-reason"] for d in dead)
+    for _, _, why in bad:
+        assert why in reasons, reasons
+    assert w.notifier.proc.poll() is None

@@ -1,0 +1,151 @@
+/* Tests for the notifier's pure parts: the outgoing endpoints' configuration (common/
+ * outgoing.c) and what Feishu's answers mean (services/notifier/feishu.c). */
+#include "test.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/crypto.h"
+#include "common/outgoing.h"
+#include "services/notifier/feishu.h"
+
+#define SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+static const int64_t default_schedule[] = { 5000, 300000 };
+
+static enum ab_err parse(const char *text, struct ab_outgoing **out, char *err, size_t size)
+{
+    json_t *j = json_loads(text, 0, NULL);
+    enum ab_err rc = ab_outgoing_parse(j, default_schedule, 2, 15000, out, err, size);
+    json_decref(j);
+    return rc;
+}
+
+TEST(outgoing_parses_the_seed_shape_and_its_defaults)
+{
+    struct ab_outgoing *o = NULL;
+    char err[256] = "";
+    CHECK_INT_EQ(parse("{\"outgoing\": [{\"id\": \"slack-notify\", \"url\": \"https://hooks.example.com/x\","
+                        " \"events\": [\"message_received\", \"agent_response\"], \"method\": \"POST\"},"
+                        " {\"id\": \"b\", \"url\": \"http://h/\", \"events\": [\"*\"], \"secret\": [\"" SECRET
+                        "\", \"" SECRET "\"], \"retry\": {\"maxAttempts\": 3, \"backoff\": \"exponential\"},"
+                        " \"method\": \"PUT\", \"timeoutMs\": 500}]}",
+                        &o, err, sizeof(err)),
+                  AB_OK);
+    CHECK_INT_EQ((int)o->count, 2);
+    const struct ab_outgoing_endpoint *a = ab_outgoing_find(o, "slack-notify");
+    CHECK(a != NULL && strcmp(a->method, "POST") == 0 && a->timeout_ms == 15000);
+    CHECK(a->events == ((1u << AB_OUTGOING_MESSAGE_RECEIVED) | (1u << AB_OUTGOING_AGENT_RESPONSE)));
+    CHECK_INT_EQ((int)a->retry.schedule_len, 2); /* the default schedule */
+    CHECK(a->retry.schedule_ms[1] == 300000);
+    const struct ab_outgoing_endpoint *b = ab_outgoing_find(o, "b");
+    CHECK(b->events == (1u << AB_OUTGOING_EVENT__COUNT) - 1 && b->secret_count == 2);
+    CHECK_INT_EQ((int)b->retry.schedule_len, 2); /* 3 attempts: 5 s, 10 s */
+    CHECK(b->retry.schedule_ms[0] == 5000 && b->retry.schedule_ms[1] == 10000);
+    CHECK(strcmp(b->method, "PUT") == 0 && b->timeout_ms == 500);
+    CHECK(ab_outgoing_find(o, "c") == NULL);
+    ab_outgoing_free(o);
+}
+
+TEST(outgoing_refuses_what_would_silently_misbehave)
+{
+    static const struct {
+        const char *json, *why;
+    } bad[] = {
+        { "{\"outgoing\": {}}", "must be a list" },
+        { "{\"outgoing\": [{\"url\": \"http://h\", \"events\": [\"error\"]}]}", "id must be" },
+        { "{\"outgoing\": [{\"id\": \"a b\", \"url\": \"http://h\", \"events\": [\"error\"]}]}", "id must be" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"ftp://h\", \"events\": [\"error\"]}]}", "url must be" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://u:p@h/\", \"events\": [\"error\"]}]}", "user info" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": []}]}", "non-empty" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"msg\"]}]}", "unknown event \"msg\"" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"secret\": \"plain\"}]}", "whsec_" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"scret\": \"x\"}]}", "unknown field \"scret\"" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"method\": \"GET\"}]}", "POST or PUT" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"retry\": {\"maxAttempts\": 0}}]}", "maxAttempts" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"retry\": {\"scheduleMs\": [-1]}}]}", "scheduleMs" },
+        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"]},"
+          " {\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"]}]}", "used by an earlier" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct ab_outgoing *o = (struct ab_outgoing *)1;
+        char err[256] = "";
+        CHECK_INT_EQ(parse(bad[i].json, &o, err, sizeof(err)), AB_ERR_CONFIG);
+        CHECK(o == NULL);
+        if (strstr(err, bad[i].why) == NULL) {
+            fprintf(stderr, "case %zu: \"%s\" does not say \"%s\"\n", i, err, bad[i].why);
+            CHECK(false);
+        }
+    }
+}
+
+TEST(outgoing_maps_event_types_and_parses_schedules)
+{
+    enum ab_hook_event k;
+    CHECK(ab_outgoing_event_of_type("agentbus.agent_response", &k) && k == AB_OUTGOING_AGENT_RESPONSE);
+    CHECK(ab_outgoing_event_of_type("agentbus.notify.failed", &k) && k == AB_OUTGOING_DELIVERY_FAILED);
+    CHECK(!ab_outgoing_event_of_type("agentbus.message.sent", &k));
+    int64_t *s = NULL;
+    CHECK_INT_EQ((int)ab_outgoing_parse_schedule("5000, 300000,1800000", &s), 3);
+    CHECK(s[2] == 1800000);
+    free(s);
+    CHECK_INT_EQ((int)ab_outgoing_parse_schedule("", &s), 0);
+    CHECK_INT_EQ((int)ab_outgoing_parse_schedule("5,x", &s), 0);
+    CHECK_INT_EQ((int)ab_outgoing_parse_schedule("-5", &s), 0);
+}
+
+TEST(feishu_answers_are_told_apart)
+{
+    CHECK_INT_EQ(notify_feishu_classify(200, 0), NOTIFY_FEISHU_SENT);
+    CHECK_INT_EQ(notify_feishu_classify(400, 99991663), NOTIFY_FEISHU_TOKEN);
+    CHECK_INT_EQ(notify_feishu_classify(429, 99991400), NOTIFY_FEISHU_THROTTLED);
+    CHECK_INT_EQ(notify_feishu_classify(400, 99991400), NOTIFY_FEISHU_THROTTLED);
+    CHECK_INT_EQ(notify_feishu_classify(429, -1), NOTIFY_FEISHU_THROTTLED);
+    CHECK_INT_EQ(notify_feishu_classify(400, 230020), NOTIFY_FEISHU_RETRY);
+    CHECK_INT_EQ(notify_feishu_classify(400, 230049), NOTIFY_FEISHU_RETRY);
+    CHECK_INT_EQ(notify_feishu_classify(200, 11232), NOTIFY_FEISHU_RETRY); /* custom bot */
+    CHECK_INT_EQ(notify_feishu_classify(502, -1), NOTIFY_FEISHU_RETRY);   /* a proxy's page */
+    CHECK_INT_EQ(notify_feishu_classify(500, 1), NOTIFY_FEISHU_RETRY);
+    CHECK_INT_EQ(notify_feishu_classify(400, 230013), NOTIFY_FEISHU_REJECTED);
+    CHECK_INT_EQ(notify_feishu_classify(400, 99991672), NOTIFY_FEISHU_REJECTED);
+    CHECK_INT_EQ(notify_feishu_classify(200, 19021), NOTIFY_FEISHU_REJECTED); /* bot sign */
+    CHECK_INT_EQ(notify_feishu_classify(404, -1), NOTIFY_FEISHU_REJECTED);
+}
+
+TEST(feishu_bodies_are_feishu_s_wire_format)
+{
+    char *body = notify_feishu_send_body("u1", "line \"one\"\nline two", "uuid-1");
+    json_t *j = json_loads(body, 0, NULL);
+    CHECK(strcmp(json_string_value(json_object_get(j, "msg_type")), "text") == 0);
+    /* content is JSON serialized into a string */
+    json_t *content = json_loads(json_string_value(json_object_get(j, "content")), 0, NULL);
+    CHECK(strcmp(json_string_value(json_object_get(content, "text")), "line \"one\"\nline two") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(j, "uuid")), "uuid-1") == 0);
+    json_decref(content);
+    json_decref(j);
+    free(body);
+
+    body = notify_feishu_bot_body("hi", "demo", 1599360473);
+    j = json_loads(body, 0, NULL);
+    CHECK(strcmp(json_string_value(json_object_get(j, "sign")),
+                  "l1N0gAcBjdwBvGm1xMjOF0XSyaLRpR7tuO5dHfhAYc8=") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(j, "timestamp")), "1599360473") == 0);
+    CHECK(json_is_object(json_object_get(j, "content"))); /* an object for bots */
+    json_decref(j);
+    free(body);
+
+    char token[64];
+    long expire = 0, code = 0;
+    const char *ok = "{\"code\":0,\"msg\":\"ok\",\"tenant_access_token\":\"t-abc\",\"expire\":7200}";
+    CHECK(notify_feishu_read_token(ok, strlen(ok), token, sizeof(token), &expire));
+    CHECK(strcmp(token, "t-abc") == 0 && expire == 7200);
+    const char *no = "{\"code\":20002,\"msg\":\"app_id and app_secret did not match\"}";
+    CHECK(!notify_feishu_read_token(no, strlen(no), token, sizeof(token), &expire));
+    notify_feishu_read_code(no, strlen(no), &code, NULL, 0);
+    CHECK(code == 20002);
+    notify_feishu_read_code("<html>", 6, &code, NULL, 0);
+    CHECK(code == -1);
+    CHECK(notify_feishu_token_use_ms(7200) == 6900 * 1000LL);
+    CHECK(notify_feishu_token_use_ms(300) == 150 * 1000LL);
+}

@@ -41,7 +41,8 @@ UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
 # Service files of pure logic (no database, Kafka or request) that unit tests link as they are.
 UNIT_SERVICE_SRC := services/ingress/gateway_guide.c services/llm-worker/sse.c \
                     services/llm-worker/openai_stream.c services/llm-worker/provider.c \
-                    services/llm-worker/prompt.c services/notifier/feishu.c
+                    services/llm-worker/prompt.c services/notifier/feishu.c \
+                    services/notifier/job.c
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(UNIT_SERVICE_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(BUILD)/bin/unit-tests
 

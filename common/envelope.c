@@ -1,10 +1,12 @@
 /* Builds, serialises and strictly validates CloudEvents 1.0 structured-mode envelopes. */
 #include "common/envelope.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/crypto.h"
 #include "common/util.h"
 
 static char *dup_or_null(const char *s)
@@ -26,6 +28,23 @@ struct ab_event *ab_event_new(const char *type, const char *source, const char *
     ev->subject = dup_or_null(subject);
     ev->datacontenttype = ab_xstrdup("application/json");
     ev->data = data;
+    return ev;
+}
+
+struct ab_event *ab_event_new_derived(const char *type, const char *source, const char *subject,
+                                      json_t *data, const char *name_fmt, ...)
+{
+    struct ab_event *ev = ab_event_new(type, source, subject, data);
+    va_list ap;
+    va_start(ap, name_fmt);
+    char *name = NULL;
+    if (vasprintf(&name, name_fmt, ap) < 0)
+        name = NULL;
+    va_end(ap);
+    if (name == NULL)
+        abort(); /* out of memory: the allocation policy of util.h */
+    ab_uuid_derive(name, ev->id); /* ev->id holds AB_UUID_LEN + 1 bytes already */
+    free(name);
     return ev;
 }
 

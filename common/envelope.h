@@ -29,6 +29,13 @@ struct ab_event *ab_event_new(const char *type, const char *source, const char *
                               json_t *data);
 void ab_event_free(struct ab_event *ev);
 
+/* ab_event_new with an id derived from a name (ab_uuid_derive of the printf-formatted
+ * name, e.g. "<event id>:notify"): producing it again after a redelivery is the same
+ * event, which is what makes every consumer's work idempotent downstream. */
+struct ab_event *ab_event_new_derived(const char *type, const char *source, const char *subject,
+                                      json_t *data, const char *name_fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
 /* Sets or replaces a string attribute (copied). NULL removes an optional one. */
 void ab_event_set_traceparent(struct ab_event *ev, const char *traceparent);
 

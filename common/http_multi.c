@@ -71,6 +71,7 @@ struct xfer {
     int socket_errno; /* STOP_SOCKET: why */
     const struct ab_netguard *guard;
     char refused[128]; /* the last address the guard refused, and why; "" if none */
+    bool allowed;      /* the guard let some address through: a failure is that one's */
 };
 
 struct ab_http_multi {
@@ -101,6 +102,22 @@ static const char *const reason_names[] = {
     [AB_HTTP_MULTI_FAILED] = "failed",
     [AB_HTTP_MULTI_ADDRESS_REFUSED] = "address_refused",
 };
+
+const char *ab_http_multi_failure_code(const struct ab_http_multi_result *r)
+{
+    switch (r->reason) {
+    case AB_HTTP_MULTI_COMPLETE: return "";
+    case AB_HTTP_MULTI_CONNECT_TIMEOUT: return "connect_timeout";
+    case AB_HTTP_MULTI_FIRST_BYTE_TIMEOUT: return "first_byte_timeout";
+    case AB_HTTP_MULTI_IDLE_TIMEOUT: return "idle_timeout";
+    case AB_HTTP_MULTI_TOTAL_TIMEOUT: return "total_timeout";
+    case AB_HTTP_MULTI_TOO_LARGE: return "response_too_large";
+    case AB_HTTP_MULTI_ADDRESS_REFUSED: return "address_refused";
+    case AB_HTTP_MULTI_ABORTED:
+    case AB_HTTP_MULTI_CANCELLED: return "cancelled";
+    default: return r->err == AB_ERR_UNAVAILABLE ? "connection_failed" : "connection_lost";
+    }
+}
 
 const char *ab_http_multi_reason_name(enum ab_http_multi_reason reason)
 {
@@ -290,7 +307,7 @@ static void classify(const struct xfer *x, CURLcode rc, struct ab_http_multi_res
     case STOP_NONE:
         break;
     }
-    if (x->refused[0] != '\0' && rc == CURLE_COULDNT_CONNECT) {
+    if (x->refused[0] != '\0' && !x->allowed && rc == CURLE_COULDNT_CONNECT) {
         r->reason = AB_HTTP_MULTI_ADDRESS_REFUSED;
         r->err = AB_ERR_FORBIDDEN;
         ab_http_easy_set_err(r->message, n, "%s %s: refused to connect: %s", what, host,
@@ -507,6 +524,7 @@ static curl_socket_t open_guarded(void *clientp, curlsocktype purpose, struct cu
         snprintf(x->refused, sizeof(x->refused), "%s is %s", text, why);
         return CURL_SOCKET_BAD;
     }
+    x->allowed = true;
     return socket(a->family, a->socktype, a->protocol);
 }
 

@@ -188,6 +188,12 @@ enum ab_err ab_http_multi_cancel(struct ab_http_multi *m, uint64_t id);
 /* Requests added whose on_done has not been called yet. */
 size_t ab_http_multi_in_flight(const struct ab_http_multi *m);
 
+/* The stable word for a request that did not complete, for error codes shared by the
+ * services: connect_timeout, first_byte_timeout, idle_timeout, total_timeout,
+ * response_too_large, address_refused, cancelled (aborted too), connection_failed (could
+ * not connect), connection_lost (anything else); "" for a complete one. */
+const char *ab_http_multi_failure_code(const struct ab_http_multi_result *r);
+
 /* "complete", "connect_timeout", "first_byte_timeout", "idle_timeout", "total_timeout",
  * "too_large", "aborted", "cancelled", "failed", "address_refused": stable, for logs and
  * metric labels. */

@@ -95,6 +95,8 @@ struct ab_consumer {
     size_t max_in_flight;
     int drain_timeout_ms;
     bool unordered_keys;
+    char **from_end; /* full names of options.from_end_topics */
+    size_t from_end_count;
     struct part **parts;
     size_t part_count;
     atomic_size_t tracked; /* jobs in parts */
@@ -138,6 +140,41 @@ static void set_paused(struct ab_consumer *c, const rd_kafka_message_t *rkm, boo
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
+static bool starts_at_end(const struct ab_consumer *c, const char *topic)
+{
+    for (size_t i = 0; i < c->from_end_count; i++)
+        if (strcmp(c->from_end[i], topic) == 0)
+            return true;
+    return false;
+}
+
+/* Newly assigned partitions of from_end topics with no committed offset start at their end.
+ * Asking the group coordinator blocks the poll briefly, once per assignment; should it not
+ * answer, the partitions start as auto.offset.reset says (nothing skipped, maybe replayed). */
+static void start_new_at_end(struct ab_consumer *c, rd_kafka_t *rk,
+                             rd_kafka_topic_partition_list_t *parts)
+{
+    rd_kafka_topic_partition_list_t *ask = rd_kafka_topic_partition_list_new(parts->cnt);
+    for (int i = 0; i < parts->cnt; i++)
+        if (starts_at_end(c, parts->elems[i].topic))
+            rd_kafka_topic_partition_list_add(ask, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+    rd_kafka_resp_err_t err = ask->cnt ? rd_kafka_committed(rk, ask, 10000)
+                                       : RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        ab_warn("kafka consumer %s: cannot read committed offsets: %s", c->group_id,
+                rd_kafka_err2str(err));
+    for (int i = 0; err == RD_KAFKA_RESP_ERR_NO_ERROR && i < ask->cnt; i++) {
+        if (ask->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR && ask->elems[i].offset < 0) {
+            rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(
+                parts, ask->elems[i].topic, ask->elems[i].partition);
+            if (p != NULL)
+                p->offset = RD_KAFKA_OFFSET_END;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(ask);
+}
+
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -145,6 +182,8 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     rd_kafka_error_t *error = NULL;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        if (c->from_end_count > 0)
+            start_new_at_end(c, rk, parts);
         if (cooperative)
             error = rd_kafka_incremental_assign(rk, parts);
         else
@@ -218,6 +257,12 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
     c->producer = producer;
     c->group_id = ab_xstrdup(opts->group_id);
     c->prefix = ab_xstrdup(ab_config_str(cfg, AB_OPT_KAFKA_TOPIC_PREFIX));
+    c->from_end = ab_xcalloc(opts->from_end_count + 1, sizeof(char *));
+    for (size_t i = 0; i < opts->from_end_count; i++) {
+        char name[256];
+        ab_topic_name(c->prefix, opts->from_end_topics[i], name, sizeof(name));
+        c->from_end[c->from_end_count++] = ab_xstrdup(name);
+    }
     c->handler = opts->handler;
     c->start = opts->start;
     c->quiesce = opts->quiesce;
@@ -914,6 +959,9 @@ void ab_consumer_free(struct ab_consumer *c)
     free(c->retries);
     free(c->group_id);
     free(c->prefix);
+    for (size_t i = 0; i < c->from_end_count; i++)
+        free(c->from_end[i]);
+    free(c->from_end);
     free(c);
 }
 

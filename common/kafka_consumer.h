@@ -80,6 +80,12 @@ struct ab_consumer_options {
      * order it needs itself; the notifier's key is a destination that takes many requests
      * at once). Offsets still advance only past finished prefixes. */
     bool unordered_keys;
+    /* Topics read only from the moment the group first owns them: a partition without a
+     * committed offset starts at its end rather than its beginning (the dispatcher's
+     * fan-out of agentbus.events must not replay the stream's history to an endpoint
+     * configured today). Must be among topics. */
+    const enum ab_topic *from_end_topics;
+    size_t from_end_count;
 };
 
 /* The message of a job. @ownership borrowed; valid until ab_consumer_job_done. attempt

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
+
 #define DROPPED_NAME "agentbus_metrics_series_dropped_total"
 #define DROPPED_HELP                                                                       \
     "Observations dropped because their metric reached its series limit or a label value " \
@@ -169,14 +171,9 @@ static void format_number(char *buf, size_t size, double v)
 /* FNV-1a over the values, each with its terminator so ("ab","c") and ("a","bc") differ. */
 static uint64_t hash_values(const char *const *values, size_t n)
 {
-    uint64_t h = 14695981039346656037ULL;
-    for (size_t i = 0; i < n; i++) {
-        const unsigned char *p = (const unsigned char *)values[i];
-        do {
-            h ^= *p;
-            h *= 1099511628211ULL;
-        } while (*p++ != '\0');
-    }
+    uint64_t h = AB_FNV1A_INIT;
+    for (size_t i = 0; i < n; i++)
+        h = ab_fnv1a(h, values[i], strlen(values[i]) + 1);
     return h;
 }
 

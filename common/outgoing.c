@@ -11,21 +11,21 @@
 #include "common/crypto.h"
 #include "common/util.h"
 
-#define SCHEDULE_MAX 50
+#define SCHEDULE_MAX        50
 #define EXPONENTIAL_BASE_MS 5000
-#define EXPONENTIAL_MAX_MS (10LL * 3600 * 1000)
+#define EXPONENTIAL_MAX_MS  (10LL * 3600 * 1000)
 
 static const struct {
     const char *name;
     const char *type; /* the CloudEvent type it is made from */
 } events[AB_OUTGOING_EVENT__COUNT] = {
-    [AB_OUTGOING_MESSAGE_RECEIVED] = { "message_received", "agentbus.message.received" },
-    [AB_OUTGOING_AGENT_RESPONSE] = { "agent_response", "agentbus.agent_response" },
-    [AB_OUTGOING_SESSION_STARTED] = { "session_started", "agentbus.session.started" },
-    [AB_OUTGOING_SESSION_ENDED] = { "session_ended", "agentbus.session.ended" },
-    [AB_OUTGOING_ERROR] = { "error", "agentbus.error" },
-    [AB_OUTGOING_DELIVERY_SUCCEEDED] = { "delivery_succeeded", "agentbus.notify.delivered" },
-    [AB_OUTGOING_DELIVERY_FAILED] = { "delivery_failed", "agentbus.notify.failed" },
+    [AB_OUTGOING_MESSAGE_RECEIVED] = {"message_received", "agentbus.message.received"},
+    [AB_OUTGOING_AGENT_RESPONSE] = {"agent_response", "agentbus.agent_response"},
+    [AB_OUTGOING_SESSION_STARTED] = {"session_started", "agentbus.session.started"},
+    [AB_OUTGOING_SESSION_ENDED] = {"session_ended", "agentbus.session.ended"},
+    [AB_OUTGOING_ERROR] = {"error", "agentbus.error"},
+    [AB_OUTGOING_DELIVERY_SUCCEEDED] = {"delivery_succeeded", "agentbus.notify.delivered"},
+    [AB_OUTGOING_DELIVERY_FAILED] = {"delivery_failed", "agentbus.notify.failed"},
 };
 
 const char *ab_outgoing_event_name(enum ab_hook_event ev)
@@ -143,7 +143,8 @@ static enum ab_err parse_events(struct parse *ps, const json_t *v, unsigned *mas
     if (!json_is_array(v) || json_array_size(v) == 0)
         return fail(ps, "%s", "events must be a non-empty list of event names");
     *mask = 0;
-    json_array_foreach(v, i, e) {
+    json_array_foreach(v, i, e)
+    {
         const char *name = json_string_value(e);
         int k;
         if (name == NULL)
@@ -156,16 +157,17 @@ static enum ab_err parse_events(struct parse *ps, const json_t *v, unsigned *mas
             if (strcmp(events[k].name, name) == 0)
                 break;
         if (k == AB_OUTGOING_EVENT__COUNT)
-            return fail(ps, "unknown event \"%s\" (message_received, agent_response, "
-                            "session_started, session_ended, error, delivery_succeeded, "
-                            "delivery_failed, or *)", name);
+            return fail(ps,
+                        "unknown event \"%s\" (message_received, agent_response, "
+                        "session_started, session_ended, error, delivery_succeeded, "
+                        "delivery_failed, or *)",
+                        name);
         *mask |= 1u << k;
     }
     return AB_OK;
 }
 
-static enum ab_err parse_secrets(struct parse *ps, const json_t *v,
-                                 struct ab_outgoing_endpoint *ep)
+static enum ab_err parse_secrets(struct parse *ps, const json_t *v, struct ab_outgoing_endpoint *ep)
 {
     const json_t *list[AB_OUTGOING_MAX_SECRETS];
     size_t n = 0, i;
@@ -184,8 +186,9 @@ static enum ab_err parse_secrets(struct parse *ps, const json_t *v,
         if (s == NULL || s[0] == '\0')
             return fail(ps, "%s", "secret must be a non-empty string");
         if (ep->format == AB_OUTGOING_STANDARD && !ab_webhook_secret_valid(s))
-            return fail(ps, "%s", "secret must be whsec_ followed by the base64 of 24 to 64 "
-                                  "random bytes");
+            return fail(ps, "%s",
+                        "secret must be whsec_ followed by the base64 of 24 to 64 "
+                        "random bytes");
         if (ep->format == AB_OUTGOING_FEISHU_BOT && n > 1)
             return fail(ps, "%s", "a feishu_bot endpoint has one secret");
         ep->secrets[ep->secret_count++] = ab_xstrdup(s);
@@ -207,7 +210,8 @@ static enum ab_err parse_retry(struct parse *ps, const json_t *v, const int64_t 
     if (v != NULL && !json_is_object(v))
         return fail(ps, "%s", "retry must be an object");
     if (v != NULL) {
-        json_object_foreach((json_t *)v, key, f) {
+        json_object_foreach((json_t *)v, key, f)
+        {
             if (strcmp(key, "maxAttempts") == 0) {
                 if (!json_is_integer(f) || json_integer_value(f) < 1 ||
                     json_integer_value(f) > SCHEDULE_MAX)
@@ -217,8 +221,9 @@ static enum ab_err parse_retry(struct parse *ps, const json_t *v, const int64_t 
                 backoff = json_string_value(f);
                 if (backoff == NULL ||
                     (strcmp(backoff, "exponential") != 0 && strcmp(backoff, "schedule") != 0))
-                    return fail(ps, "%s", "retry.backoff must be \"exponential\" or "
-                                          "\"schedule\"");
+                    return fail(ps, "%s",
+                                "retry.backoff must be \"exponential\" or "
+                                "\"schedule\"");
             } else if (strcmp(key, "scheduleMs") == 0) {
                 schedule = f;
             } else {
@@ -232,7 +237,8 @@ static enum ab_err parse_retry(struct parse *ps, const json_t *v, const int64_t 
         json_t *e;
         if (!json_is_array(schedule) || json_array_size(schedule) > SCHEDULE_MAX)
             return fail(ps, "%s", "retry.scheduleMs must be a list of up to 50 waits in ms");
-        json_array_foreach(schedule, i, e) {
+        json_array_foreach(schedule, i, e)
+        {
             if (!json_is_integer(e) || json_integer_value(e) < 0 ||
                 json_integer_value(e) > AB_RETRY_DELAY_MAX_MS)
                 return fail(ps, "%s", "retry.scheduleMs entries must be integers >= 0");
@@ -269,8 +275,7 @@ static enum ab_err parse_retry(struct parse *ps, const json_t *v, const int64_t 
 }
 
 static enum ab_err parse_endpoint(struct parse *ps, const json_t *obj, const int64_t *def,
-                                  size_t def_len, long def_timeout,
-                                  struct ab_outgoing_endpoint *ep)
+                                  size_t def_len, long def_timeout, struct ab_outgoing_endpoint *ep)
 {
     const json_t *retry = NULL, *secret = NULL, *evs = NULL;
     const char *key;
@@ -286,14 +291,16 @@ static enum ab_err parse_endpoint(struct parse *ps, const json_t *obj, const int
     ep->id = ab_xstrdup(id);
     ep->method = ab_xstrdup("POST");
     ep->timeout_ms = def_timeout;
-    json_object_foreach((json_t *)obj, key, v) {
+    json_object_foreach((json_t *)obj, key, v)
+    {
         if (strcmp(key, "id") == 0) {
             continue;
         } else if (strcmp(key, "url") == 0) {
             const char *url = json_string_value(v);
             if (url == NULL || !url_valid(url))
-                return fail(ps, "%s", "url must be an http:// or https:// URL without user "
-                                      "info or spaces");
+                return fail(ps, "%s",
+                            "url must be an http:// or https:// URL without user "
+                            "info or spaces");
             ep->url = ab_xstrdup(url);
         } else if (strcmp(key, "events") == 0) {
             evs = v;
@@ -344,7 +351,7 @@ enum ab_err ab_outgoing_parse(const json_t *webhooks, const int64_t *default_sch
                               struct ab_outgoing **out, char *errstr, size_t errstr_size)
 {
     struct ab_outgoing *o = ab_xcalloc(1, sizeof(*o));
-    struct parse ps = { .errstr = errstr, .errstr_size = errstr_size };
+    struct parse ps = {.errstr = errstr, .errstr_size = errstr_size};
     const json_t *list = webhooks != NULL ? json_object_get(webhooks, "outgoing") : NULL;
     enum ab_err err = AB_OK;
     json_t *e;
@@ -363,10 +370,11 @@ enum ab_err ab_outgoing_parse(const json_t *webhooks, const int64_t *default_sch
     }
     size_t n = list != NULL ? json_array_size(list) : 0;
     o->endpoints = ab_xcalloc(n > 0 ? n : 1, sizeof(*o->endpoints));
-    json_array_foreach(list, ps.index, e) {
+    json_array_foreach(list, ps.index, e)
+    {
         ps.id = NULL;
-        err = parse_endpoint(&ps, e, default_schedule_ms, default_schedule_len,
-                             default_timeout_ms, &o->endpoints[o->count]);
+        err = parse_endpoint(&ps, e, default_schedule_ms, default_schedule_len, default_timeout_ms,
+                             &o->endpoints[o->count]);
         o->count++;
         if (err)
             break;

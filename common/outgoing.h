@@ -35,8 +35,8 @@ enum ab_outgoing_format {
     AB_OUTGOING_FEISHU_BOT,   /* a Feishu/Lark custom group bot: a text message, bot-signed */
 };
 
-#define AB_OUTGOING_ID_MAX 100
-#define AB_OUTGOING_MAX_SECRETS 4
+#define AB_OUTGOING_ID_MAX        100
+#define AB_OUTGOING_MAX_SECRETS   4
 #define AB_OUTGOING_MAX_ENDPOINTS 1000
 
 struct ab_outgoing_endpoint {
@@ -78,8 +78,7 @@ enum ab_err ab_outgoing_parse(const json_t *webhooks, const int64_t *default_sch
 void ab_outgoing_free(struct ab_outgoing *o);
 
 /* The endpoint with this id, or NULL. @ownership borrowed from o. */
-const struct ab_outgoing_endpoint *ab_outgoing_find(const struct ab_outgoing *o,
-                                                    const char *id);
+const struct ab_outgoing_endpoint *ab_outgoing_find(const struct ab_outgoing *o, const char *id);
 
 /* "message_received", ...: the names of the configuration and of payloads' "type". */
 const char *ab_outgoing_event_name(enum ab_hook_event ev);

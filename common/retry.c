@@ -2,7 +2,10 @@
  * Retry-After floor) and the Retry-After parser. See retry.h for the contract. */
 #include "retry.h"
 
+#include "common/log.h"
+
 #include <math.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -326,4 +329,18 @@ bool ab_retry_after_parse(const char *header, int64_t now_wall_ms, int64_t *ms)
     else
         *ms = date_ms - now_wall_ms;
     return true;
+}
+
+enum ab_err ab_retry_in_place(ab_retry_step step, void *ud, int tries, int first_wait_ms,
+                              const char *what, char *errstr, size_t errstr_size)
+{
+    enum ab_err err = step(ud, errstr, errstr_size);
+    int64_t wait_ms = first_wait_ms;
+    for (int i = 1; i < tries && err != AB_OK && ab_err_is_retriable(err); i++) {
+        ab_warn("%s: %s (try %d of %d)", what, errstr, i, tries);
+        usleep((useconds_t)(wait_ms * 1000));
+        wait_ms *= 2;
+        err = step(ud, errstr, errstr_size);
+    }
+    return err;
 }

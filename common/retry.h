@@ -3,8 +3,8 @@
  * (issue 5: an explicit per-endpoint schedule, Svix's by default), and the parser of the
  * Retry-After header (RFC 9110 section 10.2.3) both of them honour.
  *
- * Everything here is pure: the caller passes the clock and the random number
- * (ab_wall_ms(), ab_random_unit()), so a schedule is reproducible in tests. Which errors are
+ * Everything here but ab_retry_in_place is pure: the caller passes the clock and the random
+ * number (ab_wall_ms(), ab_random_unit()), so a schedule is reproducible in tests. Which errors are
  * worth retrying is ab_err_is_retriable (errors.h); this file only says when. */
 #ifndef AB_RETRY_H
 #define AB_RETRY_H
@@ -90,5 +90,18 @@ bool ab_retry_next(const struct ab_retry_policy *policy, int attempt, int64_t re
  * @returns false for NULL, an empty value, a sign, a fraction, an invalid date or any
  *          other text; *ms is then left alone. */
 bool ab_retry_after_parse(const char *header, int64_t now_wall_ms, int64_t *ms);
+
+/* One step a worker retries in place rather than handing back to Kafka (recording an
+ * answer paid for, a batch of delivery attempts): it returns AB_OK, or an error with its
+ * message in errstr. */
+typedef enum ab_err (*ab_retry_step)(void *ud, char *errstr, size_t errstr_size);
+
+/* Runs step until it returns AB_OK or an error ab_err_is_retriable refuses, at most
+ * `tries` times, sleeping first_wait_ms, then twice that, and so on between tries; each
+ * retried failure is logged as a warning "<what>: <errstr> (try n of tries)". The one
+ * function here that sleeps: call it from a worker thread, never from an event loop.
+ * @returns the last result of step; errstr holds its message. */
+enum ab_err ab_retry_in_place(ab_retry_step step, void *ud, int tries, int first_wait_ms,
+                              const char *what, char *errstr, size_t errstr_size);
 
 #endif

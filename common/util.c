@@ -272,3 +272,13 @@ char *ab_xstrdup(const char *s)
         out_of_memory(strlen(s) + 1);
     return copy;
 }
+
+uint64_t ab_fnv1a(uint64_t h, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}

@@ -55,4 +55,9 @@ char *ab_xstrdup(const char *s); /* NULL gives NULL */
 /* A random double in [0, 1) for backoff jitter; thread-safe. */
 double ab_random_unit(void);
 
+/* FNV-1a: a fast hash for in-memory tables (not for anything an attacker must not
+ * collide). Chain calls by passing the last result as h; start with AB_FNV1A_INIT. */
+#define AB_FNV1A_INIT 14695981039346656037ULL
+uint64_t ab_fnv1a(uint64_t h, const void *data, size_t len);
+
 #endif

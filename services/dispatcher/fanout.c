@@ -26,9 +26,12 @@ json_t *dispatch_fanout_payload(const struct ab_event *ev, enum ab_hook_event ki
         const json_t *sender = json_object_get(data, "sender");
         const json_t *target = json_object_get(data, "target");
         json_t *m = json_object();
-        json_object_set_new(m, "from", str_or_null(json_string_value(json_object_get(sender, "name"))));
-        json_object_set_new(m, "to", str_or_null(json_string_value(json_object_get(target, "name"))));
-        json_object_set_new(m, "text", str_or_null(json_string_value(json_object_get(data, "content"))));
+        json_object_set_new(m, "from",
+                            str_or_null(json_string_value(json_object_get(sender, "name"))));
+        json_object_set_new(m, "to",
+                            str_or_null(json_string_value(json_object_get(target, "name"))));
+        json_object_set_new(m, "text",
+                            str_or_null(json_string_value(json_object_get(data, "content"))));
         json_object_set_new(m, "timestamp", json_string(ev->time));
         json_object_set_new(p, "message", m);
     }
@@ -71,40 +74,40 @@ enum ab_err dispatch_fanout(struct dispatch_ctx *ctx, const struct ab_outgoing *
             continue;
         if (payload == NULL)
             payload = dispatch_fanout_payload(ev, kind);
-        json_t *source = json_pack("{s:s, s:s, s:s, s:s}", "id", ev->id, "type", ev->type,
-                                   "source", ev->source, "time", ev->time);
+        json_t *source = json_pack("{s:s, s:s, s:s, s:s}", "id", ev->id, "type", ev->type, "source",
+                                   ev->source, "time", ev->time);
         json_t *data = json_pack("{s:s, s:s, s:o, s:O, s:b}", "endpoint_id", ep->id, "event",
                                  ab_outgoing_event_name(kind), "source_event", source, "payload",
                                  payload, "about_outcome", is_outcome(kind, ev->data));
         json_object_set_new(data, "tenant_id", str_or_null(tenant));
-        struct ab_event *job = ab_event_new("agentbus.notify.webhook", SOURCE, ep->id, data);
-        char name[AB_UUID_LEN + AB_OUTGOING_ID_MAX + 16], id[AB_UUID_LEN + 1];
-        snprintf(name, sizeof(name), "%s:webhook:%s", ev->id, ep->id);
-        ab_uuid_derive(name, id);
-        free(job->id);
-        job->id = ab_xstrdup(id);
+        struct ab_event *job = ab_event_new_derived("agentbus.notify.webhook", SOURCE, ep->id, data,
+                                                    "%s:webhook:%s", ev->id, ep->id);
         ab_event_set_traceparent(job, ev->traceparent);
         keys[n] = ab_xmalloc(strlen(ep->id) + 16);
         sprintf(keys[n], "webhook:%s", ep->id);
-        jobs[n] = (struct ab_outgoing_event){ .topic = AB_TOPIC_NOTIFY, .key = keys[n], .ev = job };
+        jobs[n] = (struct ab_outgoing_event){.topic = AB_TOPIC_NOTIFY, .key = keys[n], .ev = job};
         n++;
     }
     if (n > 0)
         err = ab_producer_send_events(ctx->svc->producer, jobs, n, reason, size);
+    /* A job Kafka refuses for good (too large) never gets better: it is logged and left;
+     * any other failure sends the event's jobs again (the same ids). */
+    bool again = false;
     for (size_t i = 0; i < n; i++) {
-        if (err != AB_OK && !ab_err_is_retriable(jobs[i].err) && jobs[i].err != AB_OK)
+        if (jobs[i].err != AB_OK && !ab_err_is_retriable(jobs[i].err))
             ab_warn("event %s: webhook job for %s refused by Kafka: %s", ev->id,
-                    (const char *)jobs[i].key + strlen("webhook:"), ab_err_name(jobs[i].err));
+                    keys[i] + strlen("webhook:"), ab_err_name(jobs[i].err));
+        again = again || (jobs[i].err != AB_OK && ab_err_is_retriable(jobs[i].err));
         ab_event_free((struct ab_event *)jobs[i].ev);
         free(keys[i]);
     }
     json_decref(payload);
     free(jobs);
     free(keys);
-    if (err != AB_OK && !ab_err_is_retriable(err))
-        return AB_OK; /* too large or invalid for Kafka: never better; logged above */
+    if (err != AB_OK && !again)
+        return AB_OK;
     if (err == AB_OK && n > 0) {
-        ab_metric_inc(ctx->m_routed, (const char *const[]){ "webhook", NULL }, (double)n);
+        ab_metric_inc(ctx->m_routed, (const char *const[]){"webhook", NULL}, (double)n);
         ab_debug("event %s (%s): %zu webhook job(s)", ev->id, ev->type, n);
     }
     return err;

@@ -31,6 +31,8 @@ int main(int argc, char **argv)
         .client_id = "agentbus-dispatcher",
         .topics = topics,
         .topic_count = outgoing->count > 0 ? 2 : 1,
+        .from_end_topics = &topics[1],
+        .from_end_count = outgoing->count > 0 ? 1 : 0,
         .handler = dispatch_handle,
         .handler_ud = &ctx,
     };

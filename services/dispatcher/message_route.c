@@ -196,16 +196,12 @@ static enum ab_err publish(struct dispatch_ctx *ctx, const struct ab_event *in,
                            const char *type, const char *suffix, const char *key, json_t *data,
                            char *reason, size_t size)
 {
-    char name[AB_UUID_LEN + 32], id[AB_UUID_LEN + 1];
     if (data == NULL) {
         snprintf(reason, size, "out of memory building %s", type);
         return AB_ERR_NOMEM;
     }
-    snprintf(name, sizeof(name), "%s:%s", m->event_id, suffix);
-    ab_uuid_derive(name, id);
-    struct ab_event *ev = ab_event_new(type, SOURCE, m->target_id, data);
-    free(ev->id);
-    ev->id = ab_xstrdup(id);
+    struct ab_event *ev = ab_event_new_derived(type, SOURCE, m->target_id, data, "%s:%s",
+                                               m->event_id, suffix);
     ab_event_set_traceparent(ev, in->traceparent);
     enum ab_err err = ab_producer_send_event(ctx->svc->producer, topic, key, ev, reason, size);
     ab_event_free(ev);

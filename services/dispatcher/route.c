@@ -21,6 +21,8 @@
 void dispatch_init(struct dispatch_ctx *ctx, struct ab_service *svc)
 {
     ctx->svc = svc;
+    ab_topic_name(ab_producer_topic_prefix(svc->producer), AB_TOPIC_EVENTS, ctx->events_topic,
+                  sizeof(ctx->events_topic));
     ctx->m_events = ab_metrics_counter(ab_metrics_default(), "agentbus_dispatcher_events_total",
                                        "events handled by the dispatcher, by outcome",
                                        (const char *const[]){ "outcome", NULL });
@@ -75,10 +77,7 @@ enum ab_err dispatch_handle(void *ud, const struct ab_consumed *msg, char *reaso
 {
     struct dispatch_ctx *ctx = ud;
     const struct ab_event *ev = msg->event;
-    char events_topic[256];
-    ab_topic_name(ab_producer_topic_prefix(ctx->svc->producer), AB_TOPIC_EVENTS, events_topic,
-                  sizeof(events_topic));
-    if (strcmp(msg->topic, events_topic) == 0)
+    if (strcmp(msg->topic, ctx->events_topic) == 0)
         return dispatch_fanout(ctx, ctx->outgoing, msg, reason, size); /* not journaled */
     enum ab_err err = strcmp(ev->type, DISPATCH_MESSAGE_SENT) == 0
                           ? dispatch_message_sent(ctx, msg, reason, size)

@@ -14,6 +14,7 @@ struct ab_outgoing;
 struct dispatch_ctx {
     struct ab_service *svc;
     const struct ab_outgoing *outgoing; /* outgoing webhooks; agentbus.events fans out to them */
+    char events_topic[256];             /* agentbus.events with the prefix */
     struct ab_metric *m_events; /* by outcome: journaled, or the error's name */
     struct ab_metric *m_routed; /* message.sent routed, by route: inbox, llm, notify */
 };

@@ -12,7 +12,7 @@
 #include "common/util.h"
 
 #define DB_WAIT_MS 5000
-#define LIST_MAX 1000
+#define LIST_MAX   1000
 #define REPLAY_MAX 10000
 
 static const char *query(const struct _u_request *req, const char *name)
@@ -47,7 +47,7 @@ static void list(const struct _u_request *req, struct _u_response *resp, void *u
         return;
     }
     snprintf(lim, sizeof(lim), "%ld", n);
-    const char *const p[] = { endpoint, kind, since, lim };
+    const char *const p[] = {endpoint, kind, since, lim};
     enum ab_err err = ab_service_db_acquire(admin->svc, DB_WAIT_MS, &conn, errstr, sizeof(errstr));
     if (!err)
         err = ab_db_exec(conn,
@@ -77,56 +77,58 @@ static enum ab_err publish_replay(struct ingress_admin *admin, const char *id, c
                                   const char *destination, int replay, char *errstr, size_t size)
 {
     json_t *job_json = json_loads(job, 0, NULL);
-    char due[32], name[AB_UUID_LEN + 32], rid[AB_UUID_LEN + 1];
+    char due[32];
     if (!json_is_object(job_json)) {
         json_decref(job_json);
         snprintf(errstr, size, "dead letter %s holds no readable job", id);
         return AB_ERR_INTERNAL;
     }
     ab_time_rfc3339(ab_wall_ms(), due);
-    json_t *data = json_pack("{s:o, s:s, s:i, s:i, s:i, s:s}", "job", job_json, "key",
-                             destination, "attempt", 1, "deferrals", 0, "replay", replay,
-                             "due_at", due);
-    struct ab_event *ev = ab_event_new("agentbus.notify.retry", "/agentbus/ingress/admin",
-                                       destination, data);
-    snprintf(name, sizeof(name), "%s:replay:%d", id, replay);
-    ab_uuid_derive(name, rid);
-    free(ev->id);
-    ev->id = ab_xstrdup(rid);
+    json_t *data = json_pack("{s:o, s:s, s:i, s:i, s:i, s:s}", "job", job_json, "key", destination,
+                             "attempt", 1, "deferrals", 0, "replay", replay, "due_at", due);
+    struct ab_event *ev = ab_event_new_derived("agentbus.notify.retry", "/agentbus/ingress/admin",
+                                               destination, data, "%s:replay:%d", id, replay);
     enum ab_err err = ab_producer_send_event(admin->svc->producer, AB_TOPIC_NOTIFY_RETRY,
                                              destination, ev, errstr, size);
     ab_event_free(ev);
     return err;
 }
 
-/* Marks and replays the dead letters the WHERE clause selects (one per row returned). */
+/* Replays the dead letters the WHERE clause selects, each marked replayed only once Kafka
+ * took its replay: a failure midway leaves the rest as they were, for the next call. */
 static enum ab_err replay_where(struct ingress_admin *admin, const char *where, int nparams,
                                 const char *const *params, int *count, char *errstr, size_t size)
 {
-    char sql[1024];
+    char sql[1024], number[16];
     PGconn *conn = NULL;
     PGresult *res = NULL;
     snprintf(sql, sizeof(sql),
-             "UPDATE notify_dead_letters SET replayed_at = now(), replays = replays + 1"
-             " WHERE id IN (SELECT id FROM notify_dead_letters WHERE %s LIMIT %d)"
-             " RETURNING id, job, destination, replays",
+             "SELECT id, job, destination, replays + 1 FROM notify_dead_letters WHERE %s"
+             " ORDER BY dead_at LIMIT %d",
              where, REPLAY_MAX);
+    *count = 0;
     enum ab_err err = ab_service_db_acquire(admin->svc, DB_WAIT_MS, &conn, errstr, size);
     if (!err)
         err = ab_db_exec(conn, sql, nparams, params, &res, errstr, size);
-    ab_db_release(admin->svc->db, conn);
-    *count = 0;
     for (int r = 0; !err && r < PQntuples(res); r++) {
-        err = publish_replay(admin, PQgetvalue(res, r, 0), PQgetvalue(res, r, 1),
-                             PQgetvalue(res, r, 2), atoi(PQgetvalue(res, r, 3)), errstr, size);
+        const char *id = PQgetvalue(res, r, 0);
+        int replay = atoi(PQgetvalue(res, r, 3));
+        err = publish_replay(admin, id, PQgetvalue(res, r, 1), PQgetvalue(res, r, 2), replay,
+                             errstr, size);
+        snprintf(number, sizeof(number), "%d", replay);
+        const char *const p[] = {id, number};
+        if (!err)
+            err = ab_db_exec(conn,
+                             "UPDATE notify_dead_letters SET replayed_at = now(), replays = $2"
+                             " WHERE id = $1",
+                             2, p, NULL, errstr, size);
         if (!err) {
             (*count)++;
-            ab_info("dead letter %s replayed (replay %s)", PQgetvalue(res, r, 0),
-                    PQgetvalue(res, r, 3));
+            ab_info("dead letter %s replayed (replay %d)", id, replay);
         }
     }
-    if (res)
-        PQclear(res);
+    PQclear(res);
+    ab_db_release(admin->svc->db, conn);
     return err;
 }
 
@@ -139,11 +141,12 @@ static void replay_one(const struct _u_request *req, struct _u_response *resp, v
     if (!ingress_admin_authorized(admin, req, resp))
         return;
     if (!ab_uuid_valid(id)) {
-        ab_http_error(resp, AB_ERR_INVALID, "the id in /api/admin/dead-letters/<id>/replay must "
-                                            "be a UUID");
+        ab_http_error(resp, AB_ERR_INVALID,
+                      "the id in /api/admin/dead-letters/<id>/replay must "
+                      "be a UUID");
         return;
     }
-    const char *const p[] = { id };
+    const char *const p[] = {id};
     enum ab_err err = replay_where(admin, "id = $1", 1, p, &count, errstr, sizeof(errstr));
     if (!err && count == 0)
         ab_http_error(resp, AB_ERR_NOT_FOUND, "no dead letter %s", id);
@@ -166,17 +169,19 @@ static void replay_many(const struct _u_request *req, struct _u_response *resp, 
     const char *since = json_string_value(json_object_get(body, "since"));
     if (!err && (endpoint == NULL || since == NULL)) {
         err = AB_ERR_INVALID;
-        snprintf(errstr, sizeof(errstr), "the body needs \"endpoint\" (an endpoint id) and "
-                                         "\"since\" (RFC 3339)");
+        snprintf(errstr, sizeof(errstr),
+                 "the body needs \"endpoint\" (an endpoint id) and "
+                 "\"since\" (RFC 3339)");
     }
     if (!err && !time_param(resp, "since", since)) {
         json_decref(body);
         return;
     }
     if (!err) {
-        const char *const p[] = { endpoint, since };
-        err = replay_where(admin, "endpoint_id = $1 AND dead_at >= $2::timestamptz AND replayed_at IS NULL",
-                           2, p, &count, errstr, sizeof(errstr));
+        const char *const p[] = {endpoint, since};
+        err = replay_where(
+            admin, "endpoint_id = $1 AND dead_at >= $2::timestamptz AND replayed_at IS NULL", 2, p,
+            &count, errstr, sizeof(errstr));
     }
     if (err)
         ab_http_error(resp, err, "%s", errstr);
@@ -194,7 +199,7 @@ static void purge(const struct _u_request *req, struct _u_response *resp, void *
     PGresult *res = NULL;
     if (!ingress_admin_authorized(admin, req, resp) || !time_param(resp, "before", before))
         return;
-    const char *const p[] = { endpoint, before };
+    const char *const p[] = {endpoint, before};
     enum ab_err err = ab_service_db_acquire(admin->svc, DB_WAIT_MS, &conn, errstr, sizeof(errstr));
     if (!err)
         err = ab_db_exec(conn,
@@ -218,35 +223,40 @@ static void enable_endpoint(const struct _u_request *req, struct _u_response *re
     const char *id = u_map_get(req->map_url, "id");
     char errstr[512];
     PGconn *conn = NULL;
+    PGresult *res = NULL;
     if (!ingress_admin_authorized(admin, req, resp))
         return;
-    const char *const p[] = { id };
+    const char *const p[] = {id};
     enum ab_err err = ab_service_db_acquire(admin->svc, DB_WAIT_MS, &conn, errstr, sizeof(errstr));
     if (!err)
         err = ab_db_exec(conn,
                          "UPDATE webhook_endpoint_state SET disabled_at = NULL,"
-                         " disabled_reason = '', updated_at = now() WHERE endpoint_id = $1",
-                         1, p, NULL, errstr, sizeof(errstr));
+                         " disabled_reason = '', updated_at = now()"
+                         " WHERE endpoint_id = $1 AND disabled_at IS NOT NULL RETURNING 1",
+                         1, p, &res, errstr, sizeof(errstr));
     ab_db_release(admin->svc->db, conn);
     if (err)
         ab_http_error(resp, err, "%s", errstr);
+    else if (PQntuples(res) == 0)
+        ab_http_error(resp, AB_ERR_NOT_FOUND, "endpoint \"%.100s\" is not disabled", id);
     else
         ab_http_json(resp, 200, json_pack("{s:s, s:b}", "id", id, "enabled", 1));
+    PQclear(res);
 }
 
 enum ab_err ingress_dead_letter_routes(struct ingress_admin *admin, struct ab_http_server *api)
 {
     enum ab_err err = ab_http_server_route(api, "GET", "/api/admin/dead-letters", list, admin);
     if (!err)
-        err = ab_http_server_route(api, "POST", "/api/admin/dead-letters/replay", replay_many,
-                                   admin);
+        err =
+            ab_http_server_route(api, "POST", "/api/admin/dead-letters/replay", replay_many, admin);
     if (!err)
         err = ab_http_server_route(api, "POST", "/api/admin/dead-letters/:id/replay", replay_one,
                                    admin);
     if (!err)
         err = ab_http_server_route(api, "DELETE", "/api/admin/dead-letters", purge, admin);
     if (!err)
-        err = ab_http_server_route(api, "POST", "/api/admin/webhooks/:id/enable",
-                                   enable_endpoint, admin);
+        err = ab_http_server_route(api, "POST", "/api/admin/webhooks/:id/enable", enable_endpoint,
+                                   admin);
     return err;
 }

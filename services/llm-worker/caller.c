@@ -157,19 +157,13 @@ static enum ab_http_multi_next on_data(void *ud, const char *data, size_t len, i
     return AB_HTTP_MULTI_CONTINUE;
 }
 
-/* The stable word for a call that did not complete. */
+/* The stable word for a call that did not complete: http_multi's, except that a model's
+ * first byte is its first token. */
 static const char *transport_code(const struct ab_http_multi_result *res)
 {
-    switch (res->reason) {
-    case AB_HTTP_MULTI_CONNECT_TIMEOUT: return "connect_timeout";
-    case AB_HTTP_MULTI_FIRST_BYTE_TIMEOUT: return "first_token_timeout";
-    case AB_HTTP_MULTI_IDLE_TIMEOUT: return "idle_timeout";
-    case AB_HTTP_MULTI_TOTAL_TIMEOUT: return "total_timeout";
-    case AB_HTTP_MULTI_TOO_LARGE: return "response_too_large";
-    case AB_HTTP_MULTI_ABORTED:
-    case AB_HTTP_MULTI_CANCELLED: return "cancelled";
-    default: return res->err == AB_ERR_UNAVAILABLE ? "connection_failed" : "connection_lost";
-    }
+    if (res->reason == AB_HTTP_MULTI_FIRST_BYTE_TIMEOUT)
+        return "first_token_timeout";
+    return ab_http_multi_failure_code(res);
 }
 
 /* The stable word for a call that completed without an answer (NULL: it is one). */

@@ -11,6 +11,7 @@
 #include "common/db.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/retry.h"
 #include "services/llm-worker/caller.h"
 #include "services/llm-worker/job.h"
 #include "services/llm-worker/publish.h"
@@ -127,27 +128,41 @@ static void publish_and_end(struct llmw_worker *w, PGconn *conn, struct llmw_job
     end_job(job, err, reason);
 }
 
+/* One try at recording: on the connection in hand, or a fresh one after a failure. */
+struct record_try {
+    struct llmw_worker *w;
+    struct llmw_job *job;
+    PGconn *conn;
+};
+
+static enum ab_err record_once(void *ud, char *reason, size_t size)
+{
+    struct record_try *t = ud;
+    enum ab_err err = AB_OK;
+    if (t->conn == NULL)
+        err = ab_db_acquire(t->w->svc->db, DB_ACQUIRE_TIMEOUT_MS, &t->conn, reason, size);
+    if (err == AB_OK)
+        err = llmw_store_record(t->conn, t->job, reason, size);
+    if (err != AB_OK) {
+        ab_db_release(t->w->svc->db, t->conn);
+        t->conn = NULL;
+    }
+    return err;
+}
+
 static void record(struct llmw_worker *w, PGconn *conn, struct llmw_job *job)
 {
-    char reason[512] = "";
-    enum ab_err err = llmw_store_record(conn, job, reason, sizeof(reason));
-    for (int i = 1; i < RECORD_TRIES && ab_err_is_retriable(err); i++) {
-        ab_warn("llm request %s: cannot record its outcome (%s), try %d of %d",
-                job->req.event_id, reason, i, RECORD_TRIES);
-        ab_db_release(w->svc->db, conn);
-        conn = NULL;
-        usleep((useconds_t)(200000u << (i - 1)));
-        if (ab_db_acquire(w->svc->db, DB_ACQUIRE_TIMEOUT_MS, &conn, reason, sizeof(reason)) ==
-            AB_OK)
-            err = llmw_store_record(conn, job, reason, sizeof(reason));
-    }
+    char reason[512] = "", what[128];
+    struct record_try t = { w, job, conn };
+    snprintf(what, sizeof(what), "llm request %s: cannot record its outcome", job->req.event_id);
+    enum ab_err err = ab_retry_in_place(record_once, &t, RECORD_TRIES, 200, what, reason,
+                                        sizeof(reason));
     if (err != AB_OK) {
-        ab_db_release(w->svc->db, conn);
         ab_error("llm request %s: outcome not recorded: %s", job->req.event_id, reason);
         end_job(job, err, reason);
         return;
     }
-    publish_and_end(w, conn, job, true);
+    publish_and_end(w, t.conn, job, true);
 }
 
 static void prepare(struct llmw_worker *w, PGconn *conn, struct llmw_job *job)

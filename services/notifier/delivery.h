@@ -21,10 +21,10 @@
 #include "common/outgoing.h"
 #include "common/util.h"
 
-#define NOTIFY_TYPE_FEISHU "agentbus.notify.feishu"
+#define NOTIFY_TYPE_FEISHU  "agentbus.notify.feishu"
 #define NOTIFY_TYPE_WEBHOOK "agentbus.notify.webhook"
-#define NOTIFY_TYPE_RETRY "agentbus.notify.retry"
-#define NOTIFY_EXCERPT_MAX 512
+#define NOTIFY_TYPE_RETRY   "agentbus.notify.retry"
+#define NOTIFY_EXCERPT_MAX  512
 
 enum notify_kind { NOTIFY_FEISHU = 0, NOTIFY_WEBHOOK };
 
@@ -39,26 +39,27 @@ enum notify_outcome {
 struct notify_delivery {
     struct notify_delivery *next; /* in whichever queue holds it */
 
-    /* Where it came from: a consumer job, or a row of notify_scheduled (cj NULL). */
+    /* Where it came from: a consumer job, or a row of notify_scheduled (cj NULL). A retry
+     * has the id of its schedule row (its event's), removed when the attempt is recorded. */
     struct ab_consumer_job *cj;
     char scheduled_id[AB_UUID_LEN + 1];
+    int64_t due_ms;   /* a retry not due yet: when it is (wall clock) */
+    char *retry_text; /* ... and its event, as consumed, for its schedule row */
 
-    json_t *job;    /* the job event as JSON (an envelope object) */
+    json_t *job; /* the job event as JSON (an envelope object) */
     char id[AB_UUID_LEN + 1];
-    char *key;      /* the job's Kafka key (the destination) */
+    char *key; /* the job's Kafka key (the destination) */
     char *traceparent;
-    int attempt;    /* this attempt, 1-based */
-    int deferrals;  /* times a breaker pushed this attempt back */
-    int replay;     /* 0, or the number of the operator's replay this run comes from */
-    void *scratch;  /* the engine's, while it holds the delivery */
+    int attempt;         /* this attempt, 1-based */
+    int deferrals;       /* times a breaker pushed this attempt back */
+    int replay;          /* 0, or the number of the operator's replay this run comes from */
     int64_t job_time_ms; /* the job's event time: delivery latency is measured from it */
-    int64_t started_ms;  /* monotonic, when this attempt was taken */
     bool about_outcome;  /* the job is about a delivery outcome: its own is not fanned out */
 
     enum notify_kind kind;
     char destination[160]; /* "webhook:<endpoint id>", "feishu:<member id>" */
     char tenant_id[AB_UUID_LEN + 1];
-    char event_type[48];   /* webhook: the outgoing event name */
+    char event_type[48]; /* webhook: the outgoing event name */
 
     /* webhook */
     const struct ab_outgoing_endpoint *endpoint; /* borrowed from the notifier's config */
@@ -74,17 +75,19 @@ struct notify_delivery {
 
     /* the attempt's result, filled by the engine */
     enum notify_outcome outcome;
-    char code[64];       /* "http_503", "feishu_230013", "timeout", "address_refused", ... */
-    long status;         /* the last HTTP status, 0 if none */
-    int64_t latency_ms;  /* this attempt's requests, first to last byte */
+    char code[64];      /* "http_503", "feishu_230013", "timeout", "address_refused", ... */
+    long status;        /* the last HTTP status, 0 if none */
+    int64_t latency_ms; /* this attempt's requests, first to last byte */
     char excerpt[NOTIFY_EXCERPT_MAX + 1];
     char error[512];
-    int64_t retry_after_ms;  /* what the receiver asked for, -1 if nothing */
-    int64_t next_due_ms;     /* RETRY/DEFERRED: when the next try is due (wall clock) */
-    bool endpoint_gone;      /* webhook answered 410: the endpoint is disabled */
-    bool breaker_opened;     /* this failure opened the endpoint's breaker */
-    bool breaker_closed;     /* this success closed a breaker that had been open */
+    int64_t retry_after_ms;   /* what the receiver asked for, -1 if nothing */
+    int64_t next_due_ms;      /* RETRY/DEFERRED: when the next try is due (wall clock) */
+    bool endpoint_gone;       /* webhook answered 410: the endpoint is disabled */
+    bool breaker_opened;      /* this failure opened the endpoint's breaker */
+    bool breaker_closed;      /* this success closed a breaker that had been open */
     char receive_id_type[16]; /* feishu: the id type the message went to */
+    bool token_refreshed;     /* feishu: this attempt already fetched a new token */
+    bool tried_open_id;       /* feishu: the user_id was refused; the open_id is used */
     char message_id[80];      /* feishu: Feishu's message id */
 };
 
@@ -111,6 +114,10 @@ struct ab_event *notify_retry_event(const struct notify_delivery *d);
 /* The job event of d, rebuilt from d->job (for the dead-letter topic and replays).
  * @ownership malloc'ed text. */
 char *notify_job_text(const struct notify_delivery *d, size_t *len);
+
+/* Sets the attempt's code and its error message (printf-style). */
+void notify_delivery_set_error(struct notify_delivery *d, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 void notify_delivery_free(struct notify_delivery *d);
 

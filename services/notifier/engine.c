@@ -15,14 +15,16 @@
 #include "common/util.h"
 #include "services/notifier/feishu.h"
 
-#define BODY_KEEP (64 * 1024)        /* response bytes kept: Feishu's JSON, the excerpt */
-#define RESPONSE_CAP (16 * 1024 * 1024)
-#define MAX_IDLE_WAIT_MS 1000
+#define BODY_KEEP               (64 * 1024) /* response bytes kept (Feishu's JSON, the excerpt); no more read */
+#define RESPONSE_CAP            (16 * 1024 * 1024)
+#define FEISHU_BOT_RATE         5     /* a custom group bot takes 5 messages a second */
+#define SWEEP_EVERY_MS          60000 /* idle destinations are forgotten */
+#define MAX_IDLE_WAIT_MS        1000
 #define BREAKER_MAX_COOLDOWN_MS (10 * 60 * 1000)
-#define THROTTLE_WAIT_MAX_MS 60000  /* longer rate-limit resets become a scheduled retry */
-#define TOKEN_FAIL_BACKOFF_MS 1000
-#define USER_AGENT "agentbus-notifier/1"
-#define DEST_BUCKETS 4096
+#define THROTTLE_WAIT_MAX_MS    60000 /* longer rate-limit resets become a scheduled retry */
+#define TOKEN_FAIL_BACKOFF_MS   1000
+#define USER_AGENT              "agentbus-notifier/1"
+#define DEST_BUCKETS            4096
 
 enum breaker { BREAKER_CLOSED = 0, BREAKER_OPEN, BREAKER_HALF_OPEN };
 
@@ -31,23 +33,24 @@ struct app {
     struct app *next;
     char *base_url, *app_id, *app_secret;
     char token[4096 + 1]; /* tokens may be JWTs of a few KB */
+    unsigned token_gen;   /* counts the tokens fetched: which one a send used */
     int64_t token_until;  /* monotonic ms; 0: none */
     bool fetching;
     int64_t fetch_after; /* after a failed fetch */
-    int64_t tat;         /* GCRA: the theoretical arrival time of the next send */
+    int64_t tat_us;      /* GCRA: the theoretical arrival time of the next send */
     int64_t blocked_until;
 };
 
 /* A destination: an endpoint or a person. */
 struct dest {
-    struct dest *hnext;      /* hash chain */
-    struct dest *anext;      /* active list: has queued deliveries */
+    struct dest *hnext; /* hash chain */
+    struct dest *anext; /* active list: has queued deliveries */
     bool active;
     char *name;
     struct notify_delivery *qhead, *qtail;
     int in_flight;
-    int64_t tat;             /* GCRA for Feishu receivers */
-    int64_t blocked_until;   /* a rate-limit reset */
+    int64_t tat_us;        /* GCRA: Feishu receivers, group bots */
+    int64_t blocked_until; /* a rate-limit reset */
     /* breaker (endpoints) */
     enum breaker breaker;
     int failures;
@@ -63,19 +66,14 @@ struct call {
     struct notify_delivery *d; /* NULL for a token fetch */
     struct dest *dest;
     struct app *app;
-    char token_used[4096 + 1];
+    unsigned token_gen; /* the app's token the send used */
+    bool probe;         /* the one request a half-open breaker lets through */
     long status;
     char *body; /* the first BODY_KEEP bytes */
     size_t body_len;
     int64_t retry_after_ms;
     int64_t ratelimit_reset_ms;
     long ratelimit_limit;
-};
-
-/* What a Feishu delivery has already tried in this attempt. */
-struct feishu_state {
-    bool token_refreshed;
-    bool tried_open_id;
 };
 
 struct notify_engine {
@@ -92,26 +90,17 @@ struct notify_engine {
     struct dest *buckets[DEST_BUCKETS];
     struct dest *active;
     struct app *apps;
-    bool pump_all; /* a token arrived or a block ended: look at every active destination */
+    int64_t next_sweep;
 };
-
-static uint64_t hash(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
 
 static struct dest *dest_of(struct notify_engine *e, const char *name)
 {
-    size_t b = hash(name) % DEST_BUCKETS;
+    size_t b = ab_fnv1a(AB_FNV1A_INIT, name, strlen(name)) % DEST_BUCKETS;
     for (struct dest *d = e->buckets[b]; d != NULL; d = d->hnext)
         if (strcmp(d->name, name) == 0)
             return d;
     struct dest *d = ab_xcalloc(1, sizeof(*d));
     d->name = ab_xstrdup(name);
-    d->cooldown_ms = e->o.breaker_cooldown_ms;
     d->hnext = e->buckets[b];
     e->buckets[b] = d;
     return d;
@@ -174,40 +163,26 @@ static struct notify_delivery *pop(struct dest *d)
     return dl;
 }
 
-/* GCRA: may a send go at `now` under `rate` per second with a burst of `rate`? If not,
- * *at is when it may. On yes, the send is counted. */
-static bool rate_take(int64_t *tat, int rate, int64_t now, int64_t *at)
+/* GCRA without a burst: sends at most `rate` per second, evenly spaced (Feishu counts per
+ * second, and a burst of `rate` at the end of one second and another at the start of the
+ * next would be twice its limit). *tat_us is the theoretical arrival time of the next send,
+ * in microseconds. rate_free_at says when a send may go (monotonic ms; <= now: at once),
+ * rate_count counts one. rate <= 0: no limit. */
+static int64_t rate_free_at(int64_t tat_us, int rate, int64_t now)
 {
-    if (rate <= 0)
-        return true;
-    int64_t interval = 1000 / rate > 0 ? 1000 / rate : 1;
-    int64_t tolerance = interval * (rate - 1);
-    int64_t t = *tat > now ? *tat : now;
-    if (t - tolerance > now) {
-        *at = t - tolerance;
-        return false;
-    }
-    *tat = t + interval;
-    return true;
+    return rate <= 0 || tat_us <= now * 1000 ? now : (tat_us + 999) / 1000;
+}
+
+static void rate_count(int64_t *tat_us, int rate, int64_t now)
+{
+    if (rate > 0)
+        *tat_us = (*tat_us > now * 1000 ? *tat_us : now * 1000) + 1000000 / rate;
 }
 
 static void finish(struct notify_engine *e, struct notify_delivery *d)
 {
-    free(d->scratch);
-    d->scratch = NULL;
     atomic_fetch_sub(&e->pending, 1);
     e->o.finished(e->o.ud, d);
-}
-
-static void set_error(struct notify_delivery *d, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_error(struct notify_delivery *d, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    snprintf(d->code, sizeof(d->code), "%s", code);
-    va_start(ap, fmt);
-    vsnprintf(d->error, sizeof(d->error), fmt, ap);
-    va_end(ap);
 }
 
 static const struct ab_retry_policy *policy_of(const struct notify_engine *e,
@@ -220,8 +195,8 @@ static const struct ab_retry_policy *policy_of(const struct notify_engine *e,
 static void failed_attempt(struct notify_engine *e, struct notify_delivery *d, bool retriable)
 {
     int64_t delay;
-    if (retriable && ab_retry_next(policy_of(e, d), d->attempt, d->retry_after_ms,
-                                   ab_random_unit(), &delay)) {
+    if (retriable &&
+        ab_retry_next(policy_of(e, d), d->attempt, d->retry_after_ms, ab_random_unit(), &delay)) {
         d->outcome = NOTIFY_RETRY;
         d->next_due_ms = ab_wall_ms() + delay;
     } else {
@@ -243,32 +218,37 @@ static void keep_excerpt(struct notify_delivery *d, const struct call *c)
     ab_utf8_sanitize(d->excerpt);
 }
 
-/* ---- the breaker of an endpoint ---- */
+/* ---- the breaker of an endpoint ----
+ * Only the probe a half-open breaker sends decides whether it closes or opens again:
+ * requests that left before the breaker opened may end long after (an endpoint timeout can
+ * be longer than the cooldown) and say nothing about the endpoint now. */
 
-static void breaker_success(struct dest *dest, struct notify_delivery *d)
+static void breaker_success(struct dest *dest, struct notify_delivery *d, bool probe)
 {
-    dest->failures = 0;
-    if (dest->breaker != BREAKER_CLOSED) {
+    if (dest->breaker == BREAKER_CLOSED) {
+        dest->failures = 0;
+    } else if (probe) {
         dest->breaker = BREAKER_CLOSED;
+        dest->failures = 0;
         d->breaker_closed = true;
     }
 }
 
-static void breaker_failure(struct notify_engine *e, struct dest *dest, struct notify_delivery *d)
+static void breaker_failure(struct notify_engine *e, struct dest *dest, struct notify_delivery *d,
+                            bool probe)
 {
     int64_t now = ab_monotonic_ms();
-    dest->failures++;
-    if (dest->breaker == BREAKER_HALF_OPEN) {
-        dest->cooldown_ms = dest->cooldown_ms * 2 > BREAKER_MAX_COOLDOWN_MS
-                                ? BREAKER_MAX_COOLDOWN_MS
-                                : dest->cooldown_ms * 2;
-        dest->breaker = BREAKER_OPEN;
-        dest->open_until = now + dest->cooldown_ms;
-    } else if (dest->breaker == BREAKER_CLOSED && dest->failures >= e->o.breaker_threshold) {
+    int64_t cap = e->o.breaker_cooldown_ms > BREAKER_MAX_COOLDOWN_MS ? e->o.breaker_cooldown_ms
+                                                                     : BREAKER_MAX_COOLDOWN_MS;
+    if (dest->breaker == BREAKER_CLOSED && ++dest->failures >= e->o.breaker_threshold) {
         dest->cooldown_ms = e->o.breaker_cooldown_ms;
         dest->breaker = BREAKER_OPEN;
         dest->open_until = now + dest->cooldown_ms;
         d->breaker_opened = true;
+    } else if (dest->breaker != BREAKER_CLOSED && probe) {
+        dest->cooldown_ms = dest->cooldown_ms * 2 > cap ? cap : dest->cooldown_ms * 2;
+        dest->breaker = BREAKER_OPEN;
+        dest->open_until = now + dest->cooldown_ms;
     }
 }
 
@@ -297,37 +277,33 @@ static enum ab_http_multi_next on_data(void *ud, const char *data, size_t len, i
 {
     struct call *c = ud;
     (void)now_ms;
-    if (c->body_len < BODY_KEEP) {
-        size_t take = len < BODY_KEEP - c->body_len ? len : BODY_KEEP - c->body_len;
-        if (c->body == NULL)
-            c->body = ab_xmalloc(BODY_KEEP + 1);
-        memcpy(c->body + c->body_len, data, take);
-        c->body_len += take;
-        c->body[c->body_len] = '\0';
-    }
-    return AB_HTTP_MULTI_CONTINUE;
+    size_t take = len < BODY_KEEP - c->body_len ? len : BODY_KEEP - c->body_len;
+    c->body = ab_xrealloc(c->body, c->body_len + take + 1); /* most answers are tiny */
+    memcpy(c->body + c->body_len, data, take);
+    c->body_len += take;
+    c->body[c->body_len] = '\0';
+    /* The rest says nothing we keep: a receiver streaming megabytes is not read. */
+    return c->body_len < BODY_KEEP ? AB_HTTP_MULTI_CONTINUE : AB_HTTP_MULTI_ABORT;
 }
 
-static const char *transport_code(const struct ab_http_multi_result *r)
+/* The answer came, whole or as much as we read of it (on_data stops at BODY_KEEP). */
+static bool answered(const struct call *c, const struct ab_http_multi_result *r)
 {
-    switch (r->reason) {
-    case AB_HTTP_MULTI_CONNECT_TIMEOUT:
-    case AB_HTTP_MULTI_FIRST_BYTE_TIMEOUT:
-    case AB_HTTP_MULTI_IDLE_TIMEOUT:
-    case AB_HTTP_MULTI_TOTAL_TIMEOUT:
-        return "timeout";
-    case AB_HTTP_MULTI_ADDRESS_REFUSED:
-        return "address_refused";
-    case AB_HTTP_MULTI_TOO_LARGE:
-        return "response_too_large";
-    default:
-        return r->err == AB_ERR_UNAVAILABLE ? "connect_failed" : "connection_error";
-    }
+    return r->reason == AB_HTTP_MULTI_COMPLETE ||
+           (r->reason == AB_HTTP_MULTI_ABORTED && c->status > 0 && c->body_len >= BODY_KEEP);
 }
 
-static void start_call(struct notify_engine *e, struct call *c, const char *method,
-                       const char *url, const char *const *headers, const char *body,
-                       long timeout_ms, bool guarded);
+/* A request that did not complete: its code and message, and whether to try again
+ * (timeouts, connections refused or cut; not a refused address, nor what libcurl refused). */
+static bool transport_failure(struct notify_delivery *d, const char *what,
+                              const struct ab_http_multi_result *r)
+{
+    notify_delivery_set_error(d, ab_http_multi_failure_code(r), "%s: %s", what, r->message);
+    return ab_err_is_retriable(r->err);
+}
+
+static void start_call(struct notify_engine *e, struct call *c, const char *method, const char *url,
+                       const char *const *headers, const char *body, long timeout_ms);
 
 /* ---- outgoing webhooks ---- */
 
@@ -336,54 +312,55 @@ static void webhook_done(struct notify_engine *e, struct call *c,
 {
     struct notify_delivery *d = c->d;
     const struct ab_outgoing_endpoint *ep = d->endpoint;
-    bool complete = r->reason == AB_HTTP_MULTI_COMPLETE;
+    struct dest *dest = c->dest;
+    long code = 0;
+    char msg[160] = "", what[AB_OUTGOING_ID_MAX + 16];
 
+    dest->in_flight--;
     d->status = c->status;
     d->latency_ms += r->total_ms;
     d->retry_after_ms = c->retry_after_ms;
     keep_excerpt(d, c);
-    c->dest->in_flight--;
-    if (complete && ep->format == AB_OUTGOING_FEISHU_BOT && c->status >= 200 &&
-        c->status < 300) {
+    snprintf(what, sizeof(what), "endpoint %s", ep->id);
+    if (r->reason == AB_HTTP_MULTI_CANCELLED) {
+        d->outcome = NOTIFY_ABANDONED;
+    } else if (ep->format == AB_OUTGOING_FEISHU_BOT && answered(c, r) && c->status >= 200 &&
+               c->status < 300 &&
+               (notify_feishu_read_answer(c->body, c->body_len, &code, msg, sizeof(msg), NULL, 0),
+                code > 0)) {
         /* A custom bot answers its errors with HTTP 200 and a code. */
-        long code;
-        char msg[160];
-        notify_feishu_read_code(c->body, c->body_len, &code, msg, sizeof(msg));
-        enum notify_feishu_verdict v = notify_feishu_classify(c->status, code < 0 ? 0 : code);
-        if (v == NOTIFY_FEISHU_SENT) {
-            d->outcome = NOTIFY_DELIVERED;
-            breaker_success(c->dest, d);
-        } else {
-            set_error(d, "", "%s %s: Feishu bot code %ld: %s", ep->method, ep->id, code, msg);
-            snprintf(d->code, sizeof(d->code), "feishu_%ld", code);
-            breaker_failure(e, c->dest, d);
-            failed_attempt(e, d, v != NOTIFY_FEISHU_REJECTED);
+        char code_s[32];
+        snprintf(code_s, sizeof(code_s), "feishu_%ld", code);
+        notify_delivery_set_error(d, code_s, "%s: Feishu bot code %ld: %s", what, code, msg);
+        if (code == NOTIFY_FEISHU_BOT_RATE_LIMITED) {
+            /* The bot's own rate: wait a second; neither an attempt nor a failure. */
+            dest->blocked_until = ab_monotonic_ms() + 1000;
+            push_front(dest, d);
+            activate(e, dest);
+            return;
         }
-    } else if (complete && c->status >= 200 && c->status < 300) {
+        breaker_failure(e, dest, d, c->probe);
+        failed_attempt(e, d, notify_feishu_classify(c->status, code) != NOTIFY_FEISHU_REJECTED);
+    } else if (c->status >= 200 && c->status < 300) {
+        /* Standard Webhooks: a 2xx head is a delivery, whatever became of the body. */
         d->outcome = NOTIFY_DELIVERED;
-        breaker_success(c->dest, d);
-    } else if (complete) {
-        snprintf(d->code, sizeof(d->code), "http_%ld", c->status);
-        snprintf(d->error, sizeof(d->error), "endpoint %s answered HTTP %ld", ep->id, c->status);
+        breaker_success(dest, d, c->probe);
+    } else if (answered(c, r)) {
+        char code_s[32];
+        snprintf(code_s, sizeof(code_s), "http_%ld", c->status);
+        notify_delivery_set_error(d, code_s, "%s answered HTTP %ld", what, c->status);
         if (c->status == 410) {
-            /* Standard Webhooks: 410 Gone means the receiver wants no more. */
-            d->endpoint_gone = true;
+            d->endpoint_gone = true; /* Standard Webhooks: the receiver wants no more */
             d->outcome = NOTIFY_FAILED;
         } else {
-            breaker_failure(e, c->dest, d);
+            breaker_failure(e, dest, d, c->probe);
             failed_attempt(e, d, true);
         }
     } else {
-        snprintf(d->code, sizeof(d->code), "%s", transport_code(r));
-        snprintf(d->error, sizeof(d->error), "endpoint %s: %s", ep->id, r->message);
-        if (r->reason == AB_HTTP_MULTI_ADDRESS_REFUSED) {
-            d->outcome = NOTIFY_FAILED; /* the same address next time: never retried */
-        } else if (r->reason == AB_HTTP_MULTI_CANCELLED) {
-            d->outcome = NOTIFY_ABANDONED;
-        } else {
-            breaker_failure(e, c->dest, d);
-            failed_attempt(e, d, true);
-        }
+        bool retriable = transport_failure(d, what, r);
+        if (r->reason != AB_HTTP_MULTI_ADDRESS_REFUSED) /* not the endpoint's doing */
+            breaker_failure(e, dest, d, c->probe);
+        failed_attempt(e, d, retriable);
     }
     finish(e, d);
 }
@@ -398,11 +375,11 @@ static char *bot_text(const struct notify_delivery *d)
     const char *text = json_string_value(json_object_get(msg, "text"));
     char *out = ab_xmalloc(4096);
     if (text != NULL)
-        snprintf(out, 4096, "[%s] %s -> %s: %s", d->event_type, from ? from : "?",
-                 to ? to : "?", text);
+        snprintf(out, 4096, "[%s] %s -> %s: %s", d->event_type, from ? from : "?", to ? to : "?",
+                 text);
     else
-        snprintf(out, 4096, "[%s] %.*s", d->event_type, (int)(d->body_len > 3000 ? 3000 : d->body_len),
-                 d->body);
+        snprintf(out, 4096, "[%s] %.*s", d->event_type,
+                 (int)(d->body_len > 3000 ? 3000 : d->body_len), d->body);
     ab_utf8_sanitize(out);
     json_decref(p);
     return out;
@@ -413,8 +390,8 @@ static void webhook_send(struct notify_engine *e, struct dest *dest, struct noti
     const struct ab_outgoing_endpoint *ep = d->endpoint;
     struct call *c = ab_xcalloc(1, sizeof(*c));
     long long now_s = (long long)(ab_wall_ms() / 1000);
-    char id_h[AB_UUID_LEN + 16], ts_h[48], sig_h[32 + AB_OUTGOING_MAX_SECRETS *
-                                                      (AB_WEBHOOK_SIGNATURE_MAX + 1)];
+    char id_h[AB_UUID_LEN + 16], ts_h[48],
+        sig_h[32 + AB_OUTGOING_MAX_SECRETS * (AB_WEBHOOK_SIGNATURE_MAX + 1)];
     const char *headers[8];
     size_t n = 0;
     char *bot_body = NULL;
@@ -424,6 +401,7 @@ static void webhook_send(struct notify_engine *e, struct dest *dest, struct noti
     c->d = d;
     c->dest = dest;
     c->retry_after_ms = -1;
+    c->probe = dest->breaker == BREAKER_HALF_OPEN;
     dest->in_flight++;
     headers[n++] = "Content-Type: application/json";
     if (ep->format == AB_OUTGOING_FEISHU_BOT) {
@@ -447,8 +425,7 @@ static void webhook_send(struct notify_engine *e, struct dest *dest, struct noti
         }
     }
     headers[n] = NULL;
-    start_call(e, c, ep->method, ep->url, headers, bot_body ? bot_body : d->body, ep->timeout_ms,
-               true);
+    start_call(e, c, ep->method, ep->url, headers, bot_body ? bot_body : d->body, ep->timeout_ms);
     free(bot_body);
 }
 
@@ -462,53 +439,52 @@ static void token_done(struct notify_engine *e, struct call *c,
 {
     struct app *a = c->app;
     long expire = 0, code = -1;
-    char msg[200] = "";
+    char msg[200] = "", what[300];
+    bool retriable;
+    struct notify_delivery probe = {0}; /* where the failure is written, then copied */
 
     a->fetching = false;
-    e->pump_all = true;
+    if (r->reason == AB_HTTP_MULTI_CANCELLED)
+        return; /* stopping: the deliveries waiting for it end abandoned, not failed */
     if (r->reason == AB_HTTP_MULTI_COMPLETE &&
         notify_feishu_read_token(c->body, c->body_len, a->token, sizeof(a->token), &expire)) {
         a->token_until = ab_monotonic_ms() + notify_feishu_token_use_ms(expire);
+        a->token_gen++;
         ab_debug("feishu app %s: new tenant_access_token for %ld s", a->app_id, expire);
         return;
     }
-    /* The deliveries waiting for this app end their attempt with the error. */
-    bool permanent = false;
-    char code_s[64], err[400];
+    snprintf(what, sizeof(what), "Feishu app %s: no tenant_access_token", a->app_id);
     if (r->reason == AB_HTTP_MULTI_COMPLETE) {
-        notify_feishu_read_code(c->body, c->body_len, &code, msg, sizeof(msg));
-        permanent = notify_feishu_classify(c->status, code) == NOTIFY_FEISHU_REJECTED;
-        snprintf(code_s, sizeof(code_s), "feishu_token_%ld", code < 0 ? c->status : code);
-        snprintf(err, sizeof(err), "Feishu app %s: no tenant_access_token: HTTP %ld, code %ld: %s",
-                 a->app_id, c->status, code, msg);
+        char code_s[48];
+        notify_feishu_read_answer(c->body, c->body_len, &code, msg, sizeof(msg), NULL, 0);
+        retriable = notify_feishu_classify(c->status, code) != NOTIFY_FEISHU_REJECTED;
+        if (code >= 0)
+            snprintf(code_s, sizeof(code_s), "feishu_token_%ld", code);
+        else
+            snprintf(code_s, sizeof(code_s), "feishu_token_http_%ld", c->status);
+        notify_delivery_set_error(&probe, code_s, "%s: HTTP %ld, code %ld: %s", what, c->status,
+                                  code, msg);
     } else {
-        snprintf(code_s, sizeof(code_s), "%s", transport_code(r));
-        snprintf(err, sizeof(err), "Feishu app %s: no tenant_access_token: %s", a->app_id,
-                 r->message);
+        retriable = transport_failure(&probe, what, r);
     }
-    ab_warn("%s", err);
+    ab_warn("%s", probe.error);
     a->fetch_after = ab_monotonic_ms() + TOKEN_FAIL_BACKOFF_MS;
+    /* The deliveries waiting for this app end their attempt with the error. */
     for (struct dest *dest = e->active; dest != NULL; dest = dest->anext) {
-        struct notify_delivery *keep = NULL, *keep_tail = NULL;
-        while (dest->qhead != NULL) {
-            struct notify_delivery *d = pop(dest);
-            if (d->kind == NOTIFY_FEISHU && strcmp(d->app_id, a->app_id) == 0 &&
-                strcmp(d->base_url, a->base_url) == 0) {
-                snprintf(d->code, sizeof(d->code), "%s", code_s);
-                snprintf(d->error, sizeof(d->error), "%s", err);
-                d->status = c->status;
-                failed_attempt(e, d, !permanent);
-                finish(e, d);
-            } else {
-                if (keep_tail)
-                    keep_tail->next = d;
-                else
-                    keep = d;
-                keep_tail = d;
+        struct notify_delivery *waiting = dest->qhead;
+        dest->qhead = dest->qtail = NULL;
+        for (struct notify_delivery *d = waiting, *next; d != NULL; d = next) {
+            next = d->next;
+            if (d->kind != NOTIFY_FEISHU || strcmp(d->app_id, a->app_id) != 0 ||
+                strcmp(d->base_url, a->base_url) != 0) {
+                push_back(dest, d);
+                continue;
             }
+            notify_delivery_set_error(d, probe.code, "%s", probe.error);
+            d->status = c->status;
+            failed_attempt(e, d, retriable);
+            finish(e, d);
         }
-        dest->qhead = keep;
-        dest->qtail = keep_tail;
     }
 }
 
@@ -516,7 +492,7 @@ static void token_fetch(struct notify_engine *e, struct app *a)
 {
     struct call *c = ab_xcalloc(1, sizeof(*c));
     char url[2300];
-    const char *headers[] = { "Content-Type: application/json; charset=utf-8", NULL };
+    const char *headers[] = {"Content-Type: application/json; charset=utf-8", NULL};
     char *body = notify_feishu_token_body(a->app_id, a->app_secret);
 
     c->e = e;
@@ -525,15 +501,33 @@ static void token_fetch(struct notify_engine *e, struct app *a)
     c->retry_after_ms = -1;
     a->fetching = true;
     snprintf(url, sizeof(url), "%s/open-apis/auth/v3/tenant_access_token/internal", a->base_url);
-    start_call(e, c, "POST", url, headers, body, e->o.request_timeout_ms, false);
+    start_call(e, c, "POST", url, headers, body, e->o.request_timeout_ms);
     free(body);
+}
+
+/* feishu_<code>, or http_<status> when the answer had no code. */
+static void feishu_error(struct notify_delivery *d, long status, long code, const char *msg)
+{
+    char code_s[32];
+    if (code >= 0)
+        snprintf(code_s, sizeof(code_s), "feishu_%ld", code);
+    else
+        snprintf(code_s, sizeof(code_s), "http_%ld", status);
+    notify_delivery_set_error(d, code_s, "Feishu answered HTTP %ld, code %ld: %s", status, code,
+                              msg);
+}
+
+/* Sends d again later in this attempt (a new token, the open_id, a rate limit's reset). */
+static void again(struct notify_engine *e, struct dest *dest, struct notify_delivery *d)
+{
+    push_front(dest, d);
+    activate(e, dest);
 }
 
 static void feishu_done(struct notify_engine *e, struct call *c,
                         const struct ab_http_multi_result *r)
 {
     struct notify_delivery *d = c->d;
-    struct feishu_state *st = d->scratch;
     struct dest *dest = c->dest;
     struct app *a = c->app;
     long code = -1;
@@ -542,32 +536,32 @@ static void feishu_done(struct notify_engine *e, struct call *c,
     dest->in_flight--;
     d->status = c->status;
     d->latency_ms += r->total_ms;
+    d->retry_after_ms = c->retry_after_ms;
     keep_excerpt(d, c);
-    if (r->reason != AB_HTTP_MULTI_COMPLETE) {
-        snprintf(d->code, sizeof(d->code), "%s", transport_code(r));
-        snprintf(d->error, sizeof(d->error), "Feishu send: %s", r->message);
-        if (r->reason == AB_HTTP_MULTI_CANCELLED)
-            d->outcome = NOTIFY_ABANDONED;
-        else
-            failed_attempt(e, d, true); /* a timeout may have posted: the uuid dedups */
+    if (r->reason == AB_HTTP_MULTI_CANCELLED) {
+        d->outcome = NOTIFY_ABANDONED;
         finish(e, d);
         return;
     }
-    notify_feishu_read_code(c->body, c->body_len, &code, msg, sizeof(msg));
+    if (!answered(c, r)) {
+        /* A timeout may have posted: the next attempt's uuid is the same. */
+        failed_attempt(e, d, transport_failure(d, "Feishu send", r));
+        finish(e, d);
+        return;
+    }
+    notify_feishu_read_answer(c->body, c->body_len, &code, msg, sizeof(msg), d->message_id,
+                              sizeof(d->message_id));
     switch (notify_feishu_classify(c->status, code)) {
     case NOTIFY_FEISHU_SENT:
         d->outcome = NOTIFY_DELIVERED;
-        notify_feishu_read_message_id(c->body, c->body_len, d->message_id,
-                                      sizeof(d->message_id));
         finish(e, d);
         return;
     case NOTIFY_FEISHU_TOKEN:
-        if (!st->token_refreshed) {
-            st->token_refreshed = true;
-            if (strcmp(a->token, c->token_used) == 0)
+        if (!d->token_refreshed) {
+            d->token_refreshed = true;
+            if (a->token_gen == c->token_gen)
                 a->token_until = 0; /* not if another send already got a new one */
-            push_front(dest, d);
-            activate(e, dest);
+            again(e, dest, d);
             return;
         }
         break;
@@ -576,44 +570,37 @@ static void feishu_done(struct notify_engine *e, struct call *c,
                        : c->retry_after_ms >= 0   ? c->retry_after_ms
                                                   : 1000;
         if (wait <= THROTTLE_WAIT_MAX_MS) {
+            /* 230020 is the person's (or the chat's) frequency limit; 429 and 99991400 the
+             * app's, which every send through it waits out. */
             int64_t until = ab_monotonic_ms() + (wait > 0 ? wait : 100);
-            dest->blocked_until = until;
-            if (c->ratelimit_limit > e->o.feishu_user_rate)
-                a->blocked_until = until; /* the app's limit, not the person's */
-            push_front(dest, d);
-            activate(e, dest);
+            if (code == NOTIFY_FEISHU_FREQUENCY_LIMITED)
+                dest->blocked_until = until;
+            else
+                a->blocked_until = until;
+            again(e, dest, d);
             return;
         }
         d->retry_after_ms = wait;
         break;
     }
     case NOTIFY_FEISHU_REJECTED:
-        if (strcmp(d->receive_id_type, "user_id") == 0 && d->open_id != NULL &&
-            !st->tried_open_id) {
+        if (strcmp(d->receive_id_type, "user_id") == 0 && d->open_id != NULL && !d->tried_open_id) {
             /* user_id needs a scope the app may lack; open_id always works for its users.
              * Same uuid: the user_id send did not post. */
-            ab_info("feishu delivery %s: user_id refused (code %ld: %s), sending to open_id",
-                    d->id, code, msg);
-            st->tried_open_id = true;
-            push_front(dest, d);
-            activate(e, dest);
+            ab_info("feishu delivery %s: user_id refused (code %ld: %s), sending to open_id", d->id,
+                    code, msg);
+            d->tried_open_id = true;
+            again(e, dest, d);
             return;
         }
-        snprintf(d->code, sizeof(d->code), "feishu_%ld", code < 0 ? c->status : code);
-        snprintf(d->error, sizeof(d->error), "Feishu refused the message (HTTP %ld, code %ld): %s",
-                 c->status, code, msg);
+        feishu_error(d, c->status, code, msg);
         failed_attempt(e, d, false);
         finish(e, d);
         return;
     case NOTIFY_FEISHU_RETRY:
         break;
     }
-    if (code >= 0)
-        snprintf(d->code, sizeof(d->code), "feishu_%ld", code);
-    else
-        snprintf(d->code, sizeof(d->code), "http_%ld", c->status);
-    snprintf(d->error, sizeof(d->error), "Feishu send failed (HTTP %ld, code %ld): %s", c->status,
-             code, msg);
+    feishu_error(d, c->status, code, msg);
     failed_attempt(e, d, true);
     finish(e, d);
 }
@@ -621,11 +608,10 @@ static void feishu_done(struct notify_engine *e, struct call *c,
 static void feishu_send(struct notify_engine *e, struct dest *dest, struct notify_delivery *d,
                         struct app *a)
 {
-    struct feishu_state *st = d->scratch;
     struct call *c = ab_xcalloc(1, sizeof(*c));
-    bool by_open_id = d->user_id == NULL || st->tried_open_id;
+    bool by_open_id = d->user_id == NULL || d->tried_open_id;
     char url[2300], auth[4200];
-    const char *headers[] = { "Content-Type: application/json; charset=utf-8", auth, NULL };
+    const char *headers[] = {"Content-Type: application/json; charset=utf-8", auth, NULL};
 
     c->e = e;
     c->kind = CALL_FEISHU;
@@ -633,7 +619,7 @@ static void feishu_send(struct notify_engine *e, struct dest *dest, struct notif
     c->dest = dest;
     c->app = a;
     c->retry_after_ms = c->ratelimit_reset_ms = -1;
-    snprintf(c->token_used, sizeof(c->token_used), "%s", a->token);
+    c->token_gen = a->token_gen;
     snprintf(d->receive_id_type, sizeof(d->receive_id_type), "%s",
              by_open_id ? "open_id" : "user_id");
     snprintf(url, sizeof(url), "%s/open-apis/im/v1/messages?receive_id_type=%s", a->base_url,
@@ -641,7 +627,7 @@ static void feishu_send(struct notify_engine *e, struct dest *dest, struct notif
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", a->token);
     char *body = notify_feishu_send_body(by_open_id ? d->open_id : d->user_id, d->text, d->uuid);
     dest->in_flight++;
-    start_call(e, c, "POST", url, headers, body, e->o.request_timeout_ms, false);
+    start_call(e, c, "POST", url, headers, body, e->o.request_timeout_ms);
     free(body);
 }
 
@@ -666,31 +652,32 @@ static void on_done(void *ud, const struct ab_http_multi_result *r)
     free(c);
 }
 
-static void start_call(struct notify_engine *e, struct call *c, const char *method,
-                       const char *url, const char *const *headers, const char *body,
-                       long timeout_ms, bool guarded)
+/* Every request is guarded, Feishu's too: a base URL is configuration an admin API
+ * writes, and the app secret must not go to a metadata address either; and guarded and
+ * unguarded requests would share kept-alive connections. */
+static void start_call(struct notify_engine *e, struct call *c, const char *method, const char *url,
+                       const char *const *headers, const char *body, long timeout_ms)
 {
     const struct ab_http_multi_request req = {
-        .http = { .method = method,
-                  .url = url,
-                  .headers = headers,
-                  .body = body,
-                  .body_len = body ? strlen(body) : 0,
-                  .timeout_ms = timeout_ms,
-                  .connect_timeout_ms = timeout_ms < 10000 ? timeout_ms : 10000,
-                  .max_response_bytes = RESPONSE_CAP,
-                  .user_agent = USER_AGENT },
-        .guard = guarded ? e->o.guard : NULL,
+        .http = {.method = method,
+                 .url = url,
+                 .headers = headers,
+                 .body = body,
+                 .body_len = body ? strlen(body) : 0,
+                 .timeout_ms = timeout_ms,
+                 .connect_timeout_ms = timeout_ms < 10000 ? timeout_ms : 10000,
+                 .max_response_bytes = RESPONSE_CAP,
+                 .user_agent = USER_AGENT},
+        .guard = e->o.guard,
     };
-    const struct ab_http_multi_callbacks cb = { .on_headers = on_headers,
-                                                .on_data = on_data,
-                                                .on_done = on_done };
+    const struct ab_http_multi_callbacks cb = {
+        .on_headers = on_headers, .on_data = on_data, .on_done = on_done};
     char err[256];
     enum ab_err rc = ab_http_multi_add(e->http, &req, &cb, c, NULL, err, sizeof(err));
     if (rc == AB_OK)
         return;
     /* Refused before it started: the same path as a failed request. */
-    struct ab_http_multi_result r = { .err = rc, .reason = AB_HTTP_MULTI_FAILED };
+    struct ab_http_multi_result r = {.err = rc, .reason = AB_HTTP_MULTI_FAILED};
     snprintf(r.message, sizeof(r.message), "%s", err);
     on_done(c, &r);
 }
@@ -700,7 +687,6 @@ static void pump(struct notify_engine *e, struct dest *dest, int64_t now, int64_
 {
     while (dest->qhead != NULL) {
         struct notify_delivery *d = dest->qhead;
-        int64_t at;
         if (dest->blocked_until > now) {
             if (dest->blocked_until < *wake)
                 *wake = dest->blocked_until;
@@ -713,17 +699,25 @@ static void pump(struct notify_engine *e, struct dest *dest, int64_t now, int64_
                 /* Deferred, not attempted: the attempt is not used up. */
                 pop(dest);
                 d->outcome = NOTIFY_DEFERRED;
-                d->next_due_ms = ab_wall_ms() + (dest->open_until - now) +
-                                 (int64_t)(ab_random_unit() * 1000);
-                snprintf(d->code, sizeof(d->code), "breaker_open");
-                snprintf(d->error, sizeof(d->error), "endpoint %s is failing: deferred",
-                         d->endpoint->id);
+                d->next_due_ms =
+                    ab_wall_ms() + (dest->open_until - now) + (int64_t)(ab_random_unit() * 1000);
+                notify_delivery_set_error(d, "breaker_open", "endpoint %s is failing: deferred",
+                                          d->endpoint->id);
                 finish(e, d);
                 continue;
             }
             int limit = dest->breaker == BREAKER_HALF_OPEN ? 1 : e->o.endpoint_concurrency;
             if (dest->in_flight >= limit)
                 return;
+            if (d->endpoint->format == AB_OUTGOING_FEISHU_BOT) {
+                int64_t at = rate_free_at(dest->tat_us, FEISHU_BOT_RATE, now);
+                if (at > now) {
+                    if (at < *wake)
+                        *wake = at;
+                    return;
+                }
+                rate_count(&dest->tat_us, FEISHU_BOT_RATE, now);
+            }
             webhook_send(e, dest, pop(dest));
             continue;
         }
@@ -741,20 +735,44 @@ static void pump(struct notify_engine *e, struct dest *dest, int64_t now, int64_
                 token_fetch(e, a);
             else if (!a->fetching && a->fetch_after < *wake)
                 *wake = a->fetch_after;
-            return; /* token_done sets pump_all */
+            return; /* every turn pumps the active destinations again */
         }
-        if (!rate_take(&dest->tat, e->o.feishu_user_rate, now, &at)) {
+        int64_t at = rate_free_at(dest->tat_us, e->o.feishu_user_rate, now);
+        int64_t app_at = rate_free_at(a->tat_us, e->o.feishu_app_rate, now);
+        if (app_at > at)
+            at = app_at;
+        if (at > now) {
             if (at < *wake)
                 *wake = at;
             return;
         }
-        if (!rate_take(&a->tat, e->o.feishu_app_rate, now, &at)) {
-            dest->tat -= 1000 / e->o.feishu_user_rate; /* not sent: give it back */
-            if (at < *wake)
-                *wake = at;
-            return;
-        }
+        rate_count(&dest->tat_us, e->o.feishu_user_rate, now);
+        rate_count(&a->tat_us, e->o.feishu_app_rate, now);
         feishu_send(e, dest, pop(dest), a);
+    }
+}
+
+/* Forgets destinations with nothing to remember: no delivery, no breaker, no rate or
+ * rate-limit state that is still running. One per person or endpoint ever seen would
+ * otherwise stay for the life of the process. */
+static void sweep(struct notify_engine *e, int64_t now)
+{
+    if (now < e->next_sweep)
+        return;
+    e->next_sweep = now + SWEEP_EVERY_MS;
+    for (size_t b = 0; b < DEST_BUCKETS; b++) {
+        struct dest **link = &e->buckets[b];
+        while (*link != NULL) {
+            struct dest *d = *link;
+            if (!d->active && d->in_flight == 0 && d->breaker == BREAKER_CLOSED &&
+                d->failures == 0 && d->blocked_until <= now && d->tat_us <= now * 1000) {
+                *link = d->hnext;
+                free(d->name);
+                free(d);
+            } else {
+                link = &d->hnext;
+            }
+        }
     }
 }
 
@@ -772,7 +790,6 @@ static int64_t pump_active(struct notify_engine *e)
 {
     int64_t now = ab_monotonic_ms(), wake = now + MAX_IDLE_WAIT_MS;
     struct dest **link = &e->active;
-    e->pump_all = false;
     while (*link != NULL) {
         struct dest *dest = *link;
         pump(e, dest, now, &wake);
@@ -789,7 +806,7 @@ static int64_t pump_active(struct notify_engine *e)
 static void *engine_main(void *arg)
 {
     struct notify_engine *e = arg;
-    const struct ab_http_multi_options mo = { .max_transfers = e->o.max_transfers };
+    const struct ab_http_multi_options mo = {.max_transfers = e->o.max_transfers};
     struct ab_http_multi *http = ab_http_multi_new(&mo);
 
     pthread_mutex_lock(&e->lock);
@@ -802,14 +819,12 @@ static void *engine_main(void *arg)
     while (!atomic_load(&e->stop)) {
         for (struct notify_delivery *d = take_incoming(e), *next; d != NULL; d = next) {
             next = d->next;
-            d->scratch = ab_xcalloc(1, sizeof(struct feishu_state));
             struct dest *dest = dest_of(e, d->destination);
             push_back(dest, d);
             activate(e, dest);
         }
         int64_t wake = pump_active(e);
-        while (e->pump_all)
-            wake = pump_active(e); /* a token came while pumping */
+        sweep(e, ab_monotonic_ms());
         int64_t wait = wake - ab_monotonic_ms();
         ab_http_multi_run(http, wait < 0 ? 0 : (int)wait);
     }

@@ -47,8 +47,8 @@ struct notify_engine_options {
 struct notify_engine;
 
 /* Creates the engine and starts its thread. @returns NULL with errstr set on failure. */
-struct notify_engine *notify_engine_new(const struct notify_engine_options *opts,
-                                        char *errstr, size_t errstr_size);
+struct notify_engine *notify_engine_new(const struct notify_engine_options *opts, char *errstr,
+                                        size_t errstr_size);
 
 /* Hands a prepared delivery over. @thread any. */
 void notify_engine_submit(struct notify_engine *e, struct notify_delivery *d);

@@ -1,4 +1,5 @@
 /* Delivery jobs and retries as events (delivery.h). */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,6 +83,9 @@ static enum ab_err read_webhook(struct notify_delivery *d, const json_t *data,
     d->kind = NOTIFY_WEBHOOK;
     snprintf(d->destination, sizeof(d->destination), "webhook:%s", endpoint);
     snprintf(d->event_type, sizeof(d->event_type), "%s", event);
+    /* Cut to size, text from a job could end inside a character. */
+    ab_utf8_sanitize(d->destination);
+    ab_utf8_sanitize(d->event_type);
     if (tenant != NULL && ab_uuid_valid(tenant))
         snprintf(d->tenant_id, sizeof(d->tenant_id), "%s", tenant);
     d->about_outcome = json_is_true(json_object_get(data, "about_outcome"));
@@ -141,8 +145,7 @@ enum ab_err notify_delivery_from_retry(struct notify_delivery *d, const struct a
     free(text);
     if (err)
         return err == AB_ERR_NOMEM ? err : AB_ERR_INVALID;
-    err = notify_delivery_from_job(d, inner, str_at(ev->data, "key", NULL), outgoing, reason,
-                                   size);
+    err = notify_delivery_from_job(d, inner, str_at(ev->data, "key", NULL), outgoing, reason, size);
     ab_event_free(inner);
     d->attempt = (int)json_integer_value(attempt);
     d->deferrals = (int)json_integer_value(json_object_get(ev->data, "deferrals"));
@@ -154,17 +157,15 @@ struct ab_event *notify_retry_event(const struct notify_delivery *d)
 {
     int attempt = d->outcome == NOTIFY_DEFERRED ? d->attempt : d->attempt + 1;
     int deferrals = d->outcome == NOTIFY_DEFERRED ? d->deferrals + 1 : 0;
-    char due[32], name[AB_UUID_LEN + 64], id[AB_UUID_LEN + 1];
+    char due[32];
 
     ab_time_rfc3339(d->next_due_ms, due);
-    json_t *data = json_pack("{s:O, s:s, s:i, s:i, s:i, s:s}", "job", d->job, "key", d->key,
-                             "attempt", attempt, "deferrals", deferrals, "replay", d->replay,
-                             "due_at", due);
-    struct ab_event *ev = ab_event_new(NOTIFY_TYPE_RETRY, SOURCE, d->destination, data);
-    snprintf(name, sizeof(name), "%s:retry:%d:%d:%d", d->id, d->replay, attempt, deferrals);
-    ab_uuid_derive(name, id);
-    free(ev->id);
-    ev->id = ab_xstrdup(id);
+    json_t *data =
+        json_pack("{s:O, s:s, s:i, s:i, s:i, s:s}", "job", d->job, "key", d->key, "attempt",
+                  attempt, "deferrals", deferrals, "replay", d->replay, "due_at", due);
+    struct ab_event *ev =
+        ab_event_new_derived(NOTIFY_TYPE_RETRY, SOURCE, d->destination, data, "%s:retry:%d:%d:%d",
+                             d->id, d->replay, attempt, deferrals);
     ab_event_set_traceparent(ev, d->traceparent);
     return ev;
 }
@@ -174,6 +175,18 @@ char *notify_job_text(const struct notify_delivery *d, size_t *len)
     char *text = json_dumps(d->job, JSON_COMPACT);
     *len = text != NULL ? strlen(text) : 0;
     return text;
+}
+
+void notify_delivery_set_error(struct notify_delivery *d, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    snprintf(d->code, sizeof(d->code), "%s", code);
+    va_start(ap, fmt);
+    vsnprintf(d->error, sizeof(d->error), fmt, ap);
+    va_end(ap);
+    /* Cut by bytes, a receiver's text may end inside a character: PostgreSQL and JSON
+     * refuse that. */
+    ab_utf8_sanitize(d->error);
 }
 
 void notify_delivery_free(struct notify_delivery *d)
@@ -190,5 +203,6 @@ void notify_delivery_free(struct notify_delivery *d)
     free(d->user_id);
     free(d->open_id);
     free(d->text);
+    free(d->retry_text);
     free(d);
 }

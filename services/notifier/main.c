@@ -10,8 +10,8 @@ int main(int argc, char **argv)
 {
     struct ab_service svc;
     char errstr[512];
-    int rc = ab_service_init(&svc, "notifier", AB_SVC_NOTIFIER, AB_OPT_NOTIFIER_OPS_PORT, argc,
-                             argv);
+    int rc =
+        ab_service_init(&svc, "notifier", AB_SVC_NOTIFIER, AB_OPT_NOTIFIER_OPS_PORT, argc, argv);
     if (rc >= 0)
         return rc;
     struct notify_notifier *notifier = notify_notifier_new(&svc, errstr, sizeof(errstr));
@@ -23,7 +23,7 @@ int main(int argc, char **argv)
     /* On SIGTERM the deliveries in hand get half the shutdown time to finish; what is still
      * in flight then is abandoned (redone by the partition's next owner or the schedule). */
     long long shutdown_ms = ab_config_int(svc.cfg, AB_OPT_SHUTDOWN_TIMEOUT_S) * 1000;
-    const enum ab_topic topics[] = { AB_TOPIC_NOTIFY, AB_TOPIC_NOTIFY_RETRY };
+    const enum ab_topic topics[] = {AB_TOPIC_NOTIFY, AB_TOPIC_NOTIFY_RETRY};
     const struct ab_consumer_options opts = {
         .group_id = "agentbus-notifier",
         .client_id = "agentbus-notifier",

@@ -84,18 +84,6 @@ static const char *const feishu_sql =
     "  LEFT JOIN agents a ON a.id = $3::uuid AND a.tenant_id = m.tenant_id"
     " WHERE m.id = $1 AND m.tenant_id = $2";
 
-static void fail(struct notify_delivery *d, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void fail(struct notify_delivery *d, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    d->outcome = NOTIFY_FAILED;
-    snprintf(d->code, sizeof(d->code), "%s", code);
-    va_start(ap, fmt);
-    vsnprintf(d->error, sizeof(d->error), fmt, ap);
-    va_end(ap);
-}
-
 static char *nonempty(PGresult *res, int col)
 {
     if (PQgetisnull(res, 0, col) || PQgetvalue(res, 0, col)[0] == '\0')
@@ -109,18 +97,20 @@ enum ab_err notify_store_prepare_feishu(PGconn *conn, struct notify_delivery *d,
     const json_t *data = json_object_get(d->job, "data");
     const char *sender = json_string_value(json_object_get(json_object_get(data, "sender"), "id"));
     const char *content = json_string_value(json_object_get(data, "content"));
-    const char *const params[] = { d->member_id, d->tenant_id,
-                                   sender && ab_uuid_valid(sender) ? sender : NULL };
+    const char *const params[] = {d->member_id, d->tenant_id,
+                                  sender && ab_uuid_valid(sender) ? sender : NULL};
     PGresult *res = NULL;
     enum ab_err err = ab_db_exec(conn, feishu_sql, 3, params, &res, errstr, size);
     if (err)
         return err;
     if (PQntuples(res) == 0) {
-        fail(d, "member_not_found", "member %s does not exist in tenant %s", d->member_id,
-             d->tenant_id);
+        d->outcome = NOTIFY_FAILED;
+        notify_delivery_set_error(d, "member_not_found", "member %s does not exist in tenant %s",
+                                  d->member_id, d->tenant_id);
     } else if (PQgetisnull(res, 0, 2)) {
-        fail(d, "no_channel", "no Feishu/Lark channel is configured for tenant %s",
-             d->tenant_id);
+        d->outcome = NOTIFY_FAILED;
+        notify_delivery_set_error(
+            d, "no_channel", "no Feishu/Lark channel is configured for tenant %s", d->tenant_id);
     } else {
         d->user_id = nonempty(res, 0);
         d->open_id = nonempty(res, 1);
@@ -139,9 +129,12 @@ enum ab_err notify_store_prepare_feishu(PGconn *conn, struct notify_delivery *d,
             snprintf(d->text, len, "[%s] %s", agent, content ? content : "");
         else
             snprintf(d->text, len, "%s", content ? content : "");
-        if (d->user_id == NULL && d->open_id == NULL)
-            fail(d, "no_feishu_id", "member %s has neither a Feishu user_id nor an open_id",
-                 d->member_id);
+        if (d->user_id == NULL && d->open_id == NULL) {
+            d->outcome = NOTIFY_FAILED;
+            notify_delivery_set_error(d, "no_feishu_id",
+                                      "member %s has neither a Feishu user_id nor an open_id",
+                                      d->member_id);
+        }
     }
     PQclear(res);
     return AB_OK;
@@ -175,7 +168,11 @@ static const char *const endpoint_sql =
     "        CASE WHEN w = 'failing' THEN now() END,"
     "        CASE WHEN w <> 'recovered' THEN now() END,"
     "        CASE WHEN w = 'recovered' THEN now() END"
-    "   FROM unnest($1::text[], $2::text[]) AS t(e, w)"
+    "   FROM (SELECT DISTINCT ON (e) e, w"
+    /* one row per endpoint (ON CONFLICT may touch a row once): a 410 wins, else the
+     * batch's last word */
+    "           FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(e, w, o)"
+    "          ORDER BY e, w = 'gone' DESC, o DESC) AS t"
     " ON CONFLICT (endpoint_id) DO UPDATE SET"
     "   disabled_at = COALESCE(EXCLUDED.disabled_at, s.disabled_at),"
     "   disabled_reason = CASE WHEN EXCLUDED.disabled_at IS NOT NULL"
@@ -189,7 +186,7 @@ static const char *const endpoint_sql =
 enum ab_err notify_store_record(PGconn *conn, struct notify_delivery *const *ds, size_t n,
                                 char *errstr, size_t size)
 {
-    struct arr at[11] = { 0 }, dl[10] = { 0 }, ep[2] = { 0 }, done = { 0 }, released = { 0 };
+    struct arr at[11] = {0}, dl[10] = {0}, ep[2] = {0}, done = {0}, released = {0};
     enum ab_err err;
 
     for (size_t i = 0; i < n; i++) {
@@ -221,8 +218,7 @@ enum ab_err notify_store_record(PGconn *conn, struct notify_delivery *const *ds,
             arr_add(&dl[0], d->id);
             arr_add(&dl[1], notify_kind_name(d->kind));
             arr_add(&dl[2], d->destination);
-            arr_add(&dl[3], d->kind == NOTIFY_WEBHOOK ? d->destination + strlen("webhook:")
-                                                       : NULL);
+            arr_add(&dl[3], d->kind == NOTIFY_WEBHOOK ? d->destination + strlen("webhook:") : NULL);
             arr_add(&dl[4], d->tenant_id[0] ? d->tenant_id : NULL);
             arr_add(&dl[5], d->kind == NOTIFY_WEBHOOK ? d->event_type : "message");
             arr_addf(&dl[6], "%d", d->attempt);
@@ -231,8 +227,8 @@ enum ab_err notify_store_record(PGconn *conn, struct notify_delivery *const *ds,
             arr_add(&dl[9], job ? job : "{}");
             free(job);
         }
-        if (d->kind == NOTIFY_WEBHOOK && (d->endpoint_gone || d->breaker_opened ||
-                                          d->breaker_closed)) {
+        if (d->kind == NOTIFY_WEBHOOK &&
+            (d->endpoint_gone || d->breaker_opened || d->breaker_closed)) {
             arr_add(&ep[0], d->destination + strlen("webhook:"));
             arr_add(&ep[1], d->endpoint_gone    ? "gone"
                             : d->breaker_opened ? "failing"
@@ -253,16 +249,16 @@ enum ab_err notify_store_record(PGconn *conn, struct notify_delivery *const *ds,
         err = ab_db_exec(conn, dead_sql, 10, p, NULL, errstr, size);
     }
     if (!err && ep[0].count > 0) {
-        const char *p[2] = { arr_end(&ep[0]), arr_end(&ep[1]) };
+        const char *p[2] = {arr_end(&ep[0]), arr_end(&ep[1])};
         err = ab_db_exec(conn, endpoint_sql, 2, p, NULL, errstr, size);
     }
     if (!err && done.count > 0) {
-        const char *p[1] = { arr_end(&done) };
+        const char *p[1] = {arr_end(&done)};
         err = ab_db_exec(conn, "DELETE FROM notify_scheduled WHERE id = ANY($1::uuid[])", 1, p,
                          NULL, errstr, size);
     }
     if (!err && released.count > 0) {
-        const char *p[1] = { arr_end(&released) };
+        const char *p[1] = {arr_end(&released)};
         err = ab_db_exec(conn,
                          "UPDATE notify_scheduled SET lease_until = NULL"
                          " WHERE id = ANY($1::uuid[])",
@@ -285,17 +281,27 @@ enum ab_err notify_store_record(PGconn *conn, struct notify_delivery *const *ds,
 
 /* ---- the schedule ---- */
 
-enum ab_err notify_store_schedule(PGconn *conn, const char *id, int64_t due_ms,
-                                  const char *event, char *errstr, size_t size)
+enum ab_err notify_store_schedule(PGconn *conn, const char *const *ids, const int64_t *due_ms,
+                                  const char *const *events, size_t n, char *errstr, size_t size)
 {
-    char due[32];
-    snprintf(due, sizeof(due), "%lld", (long long)due_ms);
-    const char *const p[] = { id, due, event };
-    return ab_db_exec(conn,
-                      "INSERT INTO notify_scheduled (id, due_at, event)"
-                      " VALUES ($1, to_timestamp($2::bigint / 1000.0), $3)"
-                      " ON CONFLICT (id) DO NOTHING",
-                      3, p, NULL, errstr, size);
+    struct arr a_ids = {0}, a_due = {0}, a_events = {0};
+    for (size_t i = 0; i < n; i++) {
+        arr_add(&a_ids, ids[i]);
+        arr_addf(&a_due, "%lld", (long long)due_ms[i]);
+        arr_add(&a_events, events[i]);
+    }
+    const char *const p[] = {arr_end(&a_ids), arr_end(&a_due), arr_end(&a_events)};
+    enum ab_err err = ab_db_exec(conn,
+                                 "INSERT INTO notify_scheduled (id, due_at, event)"
+                                 " SELECT id, to_timestamp(due / 1000.0), event"
+                                 "   FROM unnest($1::uuid[], $2::bigint[], $3::text[])"
+                                 "        AS t(id, due, event)"
+                                 " ON CONFLICT (id) DO NOTHING",
+                                 3, p, NULL, errstr, size);
+    free(a_ids.s);
+    free(a_due.s);
+    free(a_events.s);
+    return err;
 }
 
 static const char *const claim_sql =
@@ -306,24 +312,26 @@ static const char *const claim_sql =
     " RETURNING id, event";
 
 static const char *const next_sql =
-    "SELECT (extract(epoch FROM min(due_at)) * 1000)::bigint, count(*)"
-    "  FROM notify_scheduled WHERE lease_until IS NULL OR lease_until < now()";
+    "SELECT greatest(0, (extract(epoch FROM due_at - now()) * 1000)::bigint)"
+    "  FROM notify_scheduled WHERE lease_until IS NULL OR lease_until < now()"
+    " ORDER BY due_at LIMIT 1";
 
-enum ab_err notify_store_claim(PGconn *conn, int limit, long lease_ms, char ***ids,
-                               char ***events, size_t *n, int64_t *next_due_ms,
-                               int64_t *backlog, char *errstr, size_t size)
+enum ab_err notify_store_claim(PGconn *conn, int limit, long lease_ms, char ***ids, char ***events,
+                               size_t *n, int64_t *next_in_ms, char *errstr, size_t size)
 {
     char lim[16], lease[24];
     PGresult *res = NULL;
+    enum ab_err err = AB_OK;
     *n = 0;
     *ids = *events = NULL;
     snprintf(lim, sizeof(lim), "%d", limit);
     snprintf(lease, sizeof(lease), "%ld", lease_ms);
-    const char *const p[] = { lim, lease };
-    enum ab_err err = ab_db_exec(conn, claim_sql, 2, p, &res, errstr, size);
+    const char *const p[] = {lim, lease};
+    if (limit > 0)
+        err = ab_db_exec(conn, claim_sql, 2, p, &res, errstr, size);
     if (err)
         return err;
-    int rows = PQntuples(res);
+    int rows = res ? PQntuples(res) : 0;
     *ids = ab_xcalloc((size_t)rows + 1, sizeof(char *));
     *events = ab_xcalloc((size_t)rows + 1, sizeof(char *));
     for (int r = 0; r < rows; r++) {
@@ -335,14 +343,24 @@ enum ab_err notify_store_claim(PGconn *conn, int limit, long lease_ms, char ***i
     err = ab_db_exec(conn, next_sql, 0, NULL, &res, errstr, size);
     if (err)
         return err;
-    *next_due_ms = PQgetisnull(res, 0, 0) ? -1 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    *backlog = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    *next_in_ms = PQntuples(res) ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
     PQclear(res);
     return AB_OK;
 }
 
-enum ab_err notify_store_disabled(PGconn *conn, char ***ids, size_t *n, char *errstr,
-                                  size_t size)
+enum ab_err notify_store_backlog(PGconn *conn, int64_t *count, char *errstr, size_t size)
+{
+    PGresult *res = NULL;
+    enum ab_err err =
+        ab_db_exec(conn, "SELECT count(*) FROM notify_scheduled", 0, NULL, &res, errstr, size);
+    if (err)
+        return err;
+    *count = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return AB_OK;
+}
+
+enum ab_err notify_store_disabled(PGconn *conn, char ***ids, size_t *n, char *errstr, size_t size)
 {
     PGresult *res = NULL;
     *n = 0;

@@ -24,16 +24,20 @@ enum ab_err notify_store_prepare_feishu(PGconn *conn, struct notify_delivery *d,
 enum ab_err notify_store_record(PGconn *conn, struct notify_delivery *const *ds, size_t n,
                                 char *errstr, size_t errstr_size);
 
-/* Keeps a retry that is not due yet (idempotent on its id). */
-enum ab_err notify_store_schedule(PGconn *conn, const char *id, int64_t due_ms,
-                                  const char *event, char *errstr, size_t errstr_size);
+/* Keeps n retries that are not due yet: their event ids, when they are due (wall ms), the
+ * events themselves. Idempotent on the ids. */
+enum ab_err notify_store_schedule(PGconn *conn, const char *const *ids, const int64_t *due_ms,
+                                  const char *const *events, size_t n, char *errstr,
+                                  size_t errstr_size);
 
-/* Claims up to limit due retries for lease_ms: *ids and *events get n malloc'ed strings
- * each (free with notify_store_strings_free); *next_due_ms the earliest due time of what
- * is left unleased (wall ms, or -1 for none). */
-enum ab_err notify_store_claim(PGconn *conn, int limit, long lease_ms, char ***ids,
-                               char ***events, size_t *n, int64_t *next_due_ms,
-                               int64_t *backlog, char *errstr, size_t errstr_size);
+/* Claims up to limit (0: none) due retries for lease_ms: *ids and *events get n malloc'ed
+ * strings each (free with notify_store_strings_free); *next_in_ms is how long until the
+ * earliest of what is left unleased is due, by the server's clock (0: now; -1: none). */
+enum ab_err notify_store_claim(PGconn *conn, int limit, long lease_ms, char ***ids, char ***events,
+                               size_t *n, int64_t *next_in_ms, char *errstr, size_t errstr_size);
+
+/* Retries waiting in notify_scheduled, all notifiers' (a count: run it now and then). */
+enum ab_err notify_store_backlog(PGconn *conn, int64_t *count, char *errstr, size_t errstr_size);
 
 /* The endpoints disabled now. */
 enum ab_err notify_store_disabled(PGconn *conn, char ***ids, size_t *n, char *errstr,

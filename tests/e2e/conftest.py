@@ -50,6 +50,27 @@ def http(method, url, body=None, headers=None, timeout=20):
         return status, text, hdrs
 
 
+def new_tenant(stack):
+    return stack.sql(f"INSERT INTO tenants (name) VALUES ('t-{uuid.uuid4().hex[:6]}') RETURNING id")
+
+
+def gateway_key(stack, agent_id):
+    """A gateway API key for the agent, issued through the admin API."""
+    status, body, _ = http("POST", f"{stack.api}/api/gateway/agents/{agent_id}/api-key", b"",
+                           {"Authorization": "Bearer " + ADMIN_TOKEN})
+    assert status == 201, body
+    return body["api_key"]
+
+
+def gateway_send(stack, key, target, content):
+    """POST /api/gateway/send-message as the agent whose key this is; the answer's body."""
+    status, body, _ = http("POST", stack.api + "/api/gateway/send-message",
+                           json.dumps({"target": target, "content": content}).encode(),
+                           {"X-Api-Key": key})
+    assert status == 200, body
+    return body
+
+
 def wait_until(predicate, timeout=30.0, interval=0.2, what="condition"):
     deadline = time.monotonic() + timeout
     last = None

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import ADMIN_TOKEN, ROOT, http, wait_until
+from conftest import ROOT, gateway_key, gateway_send, http, new_tenant, wait_until
 
 FAKE = os.path.join(ROOT, "tests", "fake_llm", "fake_openai.py")
 PROVIDER_KEY = "sk-test-" + uuid.uuid4().hex
@@ -58,12 +58,9 @@ class World:
         stack.start("ingress")
         stack.start("dispatcher")
         self.worker = stack.start("llm-worker", **dict(WORKER_ENV, **worker_env)) if worker else None
-        self.tenant = stack.sql(f"INSERT INTO tenants (name) VALUES ('t-{uuid.uuid4().hex[:6]}') RETURNING id")
+        self.tenant = new_tenant(stack)
         self.alice = self.agent("Alice", "openclaw")
-        status, body, _ = http("POST", f"{stack.api}/api/gateway/agents/{self.alice}/api-key", b"",
-                               {"Authorization": "Bearer " + ADMIN_TOKEN})
-        assert status == 201, body
-        self.key = body["api_key"]
+        self.key = gateway_key(stack, self.alice)
 
     def agent(self, name, type_="native", role="", primary=None, fallback=None):
         cols = "tenant_id, name, type, role_description, primary_model_id, fallback_model_id"
@@ -83,11 +80,7 @@ class World:
         return self.agent(name, "native", role, self.model(model, **model_cols), fallback)
 
     def send(self, target, content):
-        status, body, _ = http("POST", self.stack.api + "/api/gateway/send-message",
-                               json.dumps({"target": target, "content": content}).encode(),
-                               {"X-Api-Key": self.key})
-        assert status == 200, body
-        return body
+        return gateway_send(self.stack, self.key, target, content)
 
     def poll(self, wait=5):
         status, body, _ = http("GET", self.stack.api + f"/api/gateway/poll?wait={wait}", None,

@@ -14,13 +14,16 @@ import uuid
 
 import pytest
 
-from conftest import ADMIN_TOKEN, ROOT, http, wait_until
+from conftest import ADMIN_TOKEN, ROOT, gateway_key, gateway_send, http, new_tenant, wait_until
 
 FAKES = os.path.join(ROOT, "tests", "fake_notify")
 APP_ID, APP_SECRET = "cli_test_app", "app-secret-" + uuid.uuid4().hex[:8]
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 # Short waits, so schedules run in the test's time (the schedule's maths: test_retry.c).
 FAST = {"AGENTBUS_NOTIFIER_RETRY_SCHEDULE_MS": "300,300", "AGENTBUS_NOTIFIER_REQUEST_TIMEOUT_MS": "1500"}
+# The fakes listen on loopback, which the SSRF guard refuses unless allowed (Feishu's base
+# URLs are guarded as much as webhooks).
+LOOPBACK = {"AGENTBUS_NOTIFIER_ALLOW_NETWORKS": "127.0.0.1/32"}
 
 
 class Fake:
@@ -69,15 +72,12 @@ class World:
         hooks = {"AGENTBUS_WEBHOOKS": json.dumps({"outgoing": webhooks})} if webhooks else {}
         stack.start("ingress", **hooks)
         stack.start("dispatcher", **hooks)
-        self.notifier_env = dict(FAST, **hooks, **(notifier_env or {}))
+        self.notifier_env = {**FAST, **hooks, **(LOOPBACK if feishu else {}), **(notifier_env or {})}
         self.notifier = stack.start("notifier", **self.notifier_env)
-        self.tenant = stack.sql(f"INSERT INTO tenants (name) VALUES ('t-{uuid.uuid4().hex[:6]}') RETURNING id")
+        self.tenant = new_tenant(stack)
         self.alice = stack.sql(f"INSERT INTO agents (tenant_id, name, type) VALUES ('{self.tenant}', 'Alice',"
                                f" 'openclaw') RETURNING id")
-        status, body, _ = http("POST", f"{stack.api}/api/gateway/agents/{self.alice}/api-key", b"",
-                               {"Authorization": "Bearer " + ADMIN_TOKEN})
-        assert status == 201, body
-        self.key = body["api_key"]
+        self.key = gateway_key(stack, self.alice)
         if feishu is not None:
             stack.sql(f"INSERT INTO channel_configs (tenant_id, channel_type, app_id, app_secret, base_url)"
                       f" VALUES ('{self.tenant}', 'feishu', '{APP_ID}', '{APP_SECRET}', '{feishu.url}')")
@@ -88,11 +88,7 @@ class World:
                               f" VALUES ({vals}) RETURNING id")
 
     def send(self, target, content):
-        status, body, _ = http("POST", self.stack.api + "/api/gateway/send-message",
-                               json.dumps({"target": target, "content": content}).encode(),
-                               {"X-Api-Key": self.key})
-        assert status == 200, body
-        return body
+        return gateway_send(self.stack, self.key, target, content)
 
     def attempts(self, where="true"):
         rows = self.stack.sql("SELECT coalesce(json_agg(json_build_object('id', delivery_id, 'attempt', attempt,"
@@ -153,7 +149,7 @@ def test_a_send_that_timed_out_after_feishu_took_it_is_not_posted_twice(stack, f
     w.send("Mary", "exactly once")
     rows = w.wait_attempts(lambda a: any(r["outcome"] == "delivered" for r in a), "the retry delivered")
     assert [r["outcome"] for r in rows] == ["retry", "delivered"]
-    assert rows[0]["code"] == "timeout"
+    assert rows[0]["code"] == "total_timeout"
     sends = [r for r in feishu.get("/_fake/requests") if r["path"] == "/open-apis/im/v1/messages"]
     assert len(sends) == 2 and sends[0]["body"]["uuid"] == sends[1]["body"]["uuid"]
     assert len(posted(feishu)) == 1  # Feishu's uuid dedup: the retry did not post again
@@ -221,8 +217,6 @@ def endpoint(receiver, path="/hooks/a", **extra):
     return ep
 
 
-LOOPBACK = {"AGENTBUS_NOTIFIER_ALLOW_NETWORKS": "127.0.0.1/32"}
-
 
 def emit(stack, data, type_="agentbus.message.received"):
     """Puts an event on agentbus.events, as the dispatcher or a worker would."""
@@ -251,10 +245,12 @@ def test_an_event_reaches_a_subscribed_endpoint_signed(stack, feishu, receiver):
 
 def test_failures_retry_on_schedule_then_dead_letter(stack, receiver):
     ep = endpoint(receiver, retry={"scheduleMs": [300, 600]})
-    w = World(stack, webhooks=[ep], notifier_env=LOOPBACK)
+    # Nine failures in a row here: the breaker (its own test) would defer the last ones.
+    w = World(stack, webhooks=[ep], notifier_env=dict(LOOPBACK, AGENTBUS_NOTIFIER_BREAKER_THRESHOLD="100"))
     receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "status", "status": 503})
     emit(stack, {"tenant_id": w.tenant, "sender": {"name": "x"}, "target": {"name": "y"}, "content": "c"})
     rows = w.wait_attempts(lambda a: any(r["outcome"] == "failed" for r in a), "the dead letter")
+    since = stack.sql("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")
     assert [(r["attempt"], r["outcome"], r["code"]) for r in rows] == [
         (1, "retry", "http_503"), (2, "retry", "http_503"), (3, "failed", "http_503")]
     tries = receiver.get("/_fake/requests?path=/hooks/a")
@@ -279,8 +275,22 @@ def test_failures_retry_on_schedule_then_dead_letter(stack, receiver):
     status, body, _ = http("POST", stack.api + "/api/admin/dead-letters/00000000-0000-4000-8000-000000000000/replay",
                            b"", admin)
     assert status == 404, body
+    # Two more die; "replay all since" takes exactly those (the first was replayed already).
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "status", "status": 500, "replace": True})
+    for text in ("d1", "d2"):
+        emit(stack, {"tenant_id": w.tenant, "content": text})
+    wait_until(lambda: stack.sql("SELECT count(*) FROM notify_dead_letters WHERE replayed_at IS NULL") == "2",
+               30, 0.2, "two more dead letters")
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "ok", "replace": True})
+    status, body, _ = http("POST", stack.api + "/api/admin/dead-letters/replay",
+                           {"endpoint": "ep-a", "since": since}, dict(admin, **{"Content-Type": "application/json"}))
+    assert status == 202 and body["replayed"] == 2, body
+    wait_until(lambda: {d["body"]["data"]["content"] for d in receiver.get("/_fake/deliveries?path=/hooks/a")
+                        if d["body"]["data"].get("content") in ("d1", "d2")} == {"d1", "d2"}, 30, 0.2, "the replays")
+    status, body, _ = http("POST", stack.api + "/api/admin/dead-letters/replay", {"endpoint": "ep-a"}, admin)
+    assert status == 400, body
     status, body, _ = http("DELETE", stack.api + "/api/admin/dead-letters?endpoint=ep-a", None, admin)
-    assert status == 200 and body == {"purged": 1}
+    assert status == 200 and body == {"purged": 3}
 
 
 def test_a_private_address_is_refused(stack, receiver):
@@ -295,15 +305,22 @@ def test_a_private_address_is_refused(stack, receiver):
 def test_410_disables_the_endpoint(stack, receiver):
     w = World(stack, webhooks=[endpoint(receiver)], notifier_env=LOOPBACK)
     receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "gone"})
-    emit(stack, {"tenant_id": w.tenant, "content": "one"})
-    w.wait_attempts(lambda a: len(a) == 1, "the 410")
+    for text in ("one", "two", "three"):  # 410s that may well be recorded in one batch
+        emit(stack, {"tenant_id": w.tenant, "content": text})
+    w.wait_attempts(lambda a: len(a) == 3, "the 410s")
     wait_until(lambda: stack.sql("SELECT count(*) FROM webhook_endpoint_state WHERE disabled_at IS NOT NULL")
                == "1", 10, 0.2, "the endpoint disabled")
     time.sleep(2.5)  # the notifier reads disabled endpoints every 2 s
-    emit(stack, {"tenant_id": w.tenant, "content": "two"})
-    rows = w.wait_attempts(lambda a: len(a) == 2, "the second")
-    assert [r["code"] for r in rows if r["code"]] .count("endpoint_disabled") == 1
-    assert len(receiver.get("/_fake/requests?path=/hooks/a")) == 1
+    emit(stack, {"tenant_id": w.tenant, "content": "four"})
+    rows = w.wait_attempts(lambda a: len(a) == 4, "the fourth")
+    assert sorted(r["code"] for r in rows) == ["endpoint_disabled", "http_410", "http_410", "http_410"]
+    assert len(receiver.get("/_fake/requests?path=/hooks/a")) == 3
+    assert len(w.events("agentbus.notify.endpoint_disabled", 1)) >= 1
+    admin = {"Authorization": "Bearer " + ADMIN_TOKEN}
+    status, body, _ = http("POST", stack.api + "/api/admin/webhooks/ep-a/enable", b"", admin)
+    assert status == 200, body
+    status, body, _ = http("POST", stack.api + "/api/admin/webhooks/ep-a/enable", b"", admin)
+    assert status == 404, body
 
 
 def test_a_notifier_killed_with_retries_pending_delivers_them_after_restart(stack, receiver):
@@ -345,10 +362,106 @@ def test_malformed_jobs_are_dead_lettered_and_a_good_one_still_goes(stack, feish
         stack.broker.produce(topic if type_ != "agentbus.notify.retry" else stack.broker.topic("agentbus.notify.retry"),
                              json.dumps(ev), key="k")
     stack.broker.produce(topic, "not json at all", key="k")
+    # A retry whose id cannot name its schedule row, due in an hour.
+    job = {"specversion": "1.0", "id": str(uuid.uuid4()), "type": "agentbus.notify.feishu", "source": "/t",
+           "time": "2026-01-01T00:00:00Z", "data": {"tenant_id": w.tenant, "target": {"id": mary}, "content": "x"}}
+    later = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
+    stack.broker.produce(stack.broker.topic("agentbus.notify.retry"), json.dumps(
+        {"specversion": "1.0", "id": "not-a-uuid", "type": "agentbus.notify.retry", "source": "/t",
+         "time": later, "data": {"job": job, "attempt": 2, "due_at": later}}), key="k")
+    bad.append((None, None, "the id must be a UUID"))
     w.send("Mary", "still here")
     wait_until(lambda: len(posted(feishu)) == 1, 30, 0.2, "the good message")
-    dead = stack.broker.consume(topic + ".dlq", 4) + stack.broker.consume(stack.broker.topic("agentbus.notify.retry.dlq"), 1)
+    dead = stack.broker.consume(topic + ".dlq", 4) + stack.broker.consume(stack.broker.topic("agentbus.notify.retry.dlq"), 2)
     reasons = " | ".join(d["headers"]["x-agentbus-dlq-reason"] for d in dead)
     for _, _, why in bad:
         assert why in reasons, reasons
     assert w.notifier.proc.poll() is None
+
+
+def test_redirects_are_not_followed_and_retry_after_is_honoured(stack, receiver):
+    ep = endpoint(receiver, retry={"scheduleMs": [100, 100]})
+    w = World(stack, webhooks=[ep], notifier_env=LOOPBACK)
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "redirect", "count": 1})
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "status", "status": 429,
+                                       "retry_after": "1", "count": 1})
+    emit(stack, {"tenant_id": w.tenant, "content": "c"})
+    rows = w.wait_attempts(lambda a: any(r["outcome"] == "delivered" for r in a), "the delivery")
+    assert [(r["outcome"], r["code"]) for r in rows] == [("retry", "http_302"), ("retry", "http_429"),
+                                                          ("delivered", "")]
+    tries = receiver.get("/_fake/requests")
+    assert [t["path"] for t in tries] == ["/hooks/a"] * 3  # /elsewhere never asked for
+    assert tries[2]["time"] - tries[1]["time"] >= 0.95  # Retry-After: 1 over a 100 ms schedule
+
+
+def test_a_slow_endpoint_times_out_per_request(stack, receiver):
+    ep = endpoint(receiver, timeoutMs=500, retry={"maxAttempts": 1})
+    w = World(stack, webhooks=[ep], notifier_env=LOOPBACK)
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "slow", "seconds": 3})
+    emit(stack, {"tenant_id": w.tenant, "content": "c"})
+    [row] = w.wait_attempts(lambda a: len(a) == 1, "one row")
+    assert row["outcome"] == "failed" and row["code"] == "total_timeout"
+    assert "after 500 ms" in row["error"]
+
+
+def test_a_failing_endpoint_opens_its_breaker_then_recovers(stack, receiver):
+    ep = endpoint(receiver, retry={"scheduleMs": [200] * 10})
+    w = World(stack, webhooks=[ep], notifier_env=dict(
+        LOOPBACK, AGENTBUS_NOTIFIER_BREAKER_THRESHOLD="2", AGENTBUS_NOTIFIER_BREAKER_COOLDOWN_MS="1500"))
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "status", "status": 500})
+    for i in range(4):
+        emit(stack, {"tenant_id": w.tenant, "content": f"m{i}"})
+    [failing] = w.events("agentbus.notify.endpoint_failing", 1)
+    assert failing["data"]["endpoint_id"] == "ep-a"
+    assert stack.sql("SELECT failing_since IS NOT NULL FROM webhook_endpoint_state") == "t"
+    time.sleep(1.0)  # inside the cooldown: deferred, not sent
+    sent = len(receiver.get("/_fake/requests?path=/hooks/a"))
+    assert sent <= 4, sent  # at most the requests in flight when the breaker opened
+    assert w.wait_attempts(lambda a: any(r["outcome"] == "deferred" for r in a), "a deferral")
+    receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "ok", "replace": True})
+    wait_until(lambda: len({d["headers"]["webhook-id"] for d in receiver.get("/_fake/deliveries?path=/hooks/a")})
+               == 4, 30, 0.3, "all four delivered after the probe")
+    assert w.events("agentbus.notify.endpoint_recovered", 1)
+    assert w.stack.services["notifier"][0].metric("agentbus_notify_endpoint_failing", {"endpoint": "ep-a"}) == 0
+
+
+def test_a_rotated_secret_still_verifies(stack):
+    old = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    new = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    receiver = Fake("webhook_receiver.py", "--secret", old)  # not told of the new one yet
+    try:
+        w = World(stack, webhooks=[endpoint(receiver, secret=[new, old])], notifier_env=LOOPBACK)
+        emit(stack, {"tenant_id": w.tenant, "content": "c"})
+        [d] = wait_until(lambda: receiver.get("/_fake/deliveries"), 30, 0.2, "a delivery")
+        assert d["verified"] is True and len(d["headers"]["webhook-signature"].split(" ")) == 2
+    finally:
+        receiver.close()
+
+
+def test_a_feishu_group_bot_gets_the_event_signed(stack):
+    feishu = Fake("fake_feishu.py", "--bot", "hook-token:bot-secret")
+    try:
+        bot = {"id": "ops-group", "url": feishu.url + "/open-apis/bot/v2/hook/hook-token",
+               "events": ["message_received"], "format": "feishu_bot", "secret": "bot-secret"}
+        w = World(stack, webhooks=[bot], notifier_env=LOOPBACK)
+        emit(stack, {"tenant_id": w.tenant, "sender": {"name": "Alice"}, "target": {"name": "Mary"},
+                     "content": "deployed"})
+        [m] = wait_until(lambda: posted(feishu), 30, 0.2, "the bot message")
+        assert m["receive_id_type"] == "bot" and m["content"]["text"].endswith("Alice -> Mary: deployed")
+        [row] = w.wait_attempts(lambda a: len(a) == 1, "one row")
+        assert row["outcome"] == "delivered"
+    finally:
+        feishu.close()
+
+
+def test_history_on_agentbus_events_is_not_replayed_to_a_new_endpoint(stack, receiver):
+    # Events published before any endpoint was configured, the dispatcher not yet running.
+    for i in range(3):
+        emit(stack, {"content": f"old{i}"})
+    w = World(stack, webhooks=[endpoint(receiver)], notifier_env=LOOPBACK)
+    time.sleep(3)  # the dispatcher has joined and owns agentbus.events
+    emit(stack, {"tenant_id": w.tenant, "content": "new"})
+    [d] = wait_until(lambda: receiver.get("/_fake/deliveries"), 30, 0.2, "the new event")
+    assert d["body"]["data"]["content"] == "new"
+    time.sleep(1)
+    assert len(receiver.get("/_fake/deliveries")) == 1

@@ -39,24 +39,22 @@ names, body parsed, raw_body): GET /_fake/requests lists them oldest first, DELE
 Standard library only.
 """
 import argparse
-import json
+import os
 import re
+import sys
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-MAX_BODY = 20 << 20  # OpenClaw's request body limit
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fakelib import MAX_BODY, BaseHandler, dumps, serve  # noqa: E402
+
 BEHAVIOURS = ("echo", "empty", "tool_calls", "rate_limit", "server_error", "status",
               "stream_error", "cut", "cut_clean", "garbage", "inband_error", "slow_first",
               "slow_chunks", "big")
 
 _lock = threading.Lock()
 _requests = []
-
-
-def dumps(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)  # as OpenAI writes it
 
 
 def error_body(message, type_, code=None, param=None):
@@ -84,29 +82,10 @@ def choose(model, header):
     return "echo", None
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, as real servers do
+class Handler(BaseHandler):
     server_version = "fake-openai/1"
-    # TCP_NODELAY, as real servers set it: a stream is many small writes, and with Nagle each
-    # one after the first waits for the client's delayed ACK (40 ms on Linux) on a kept-alive
-    # connection, which would show up as the client's latency.
-    disable_nagle_algorithm = True
-
-    def log_message(self, fmt, *args):  # quiet: tests read stdout for the port only
-        pass
 
     # ---- plumbing ---------------------------------------------------------------------
-
-    def send_json(self, status, obj, headers=None, data=None, length=None):
-        """A JSON (or data's) body; length, when given, is the Content-Length announced."""
-        data = dumps(obj).encode() if data is None else data
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data) if length is None else length))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(data)
 
     def start_stream(self):
         self.send_response(200)
@@ -126,22 +105,12 @@ class Handler(BaseHTTPRequestHandler):
         self.write_chunk(("data: %s\n\n" % text).encode())
 
     def read_body(self):
+        """Content-Length only (no chunked bodies, unlike fakelib's), as this fake always read."""
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY:
             self.close_connection = True
             return None
         return self.rfile.read(length) if length > 0 else b""
-
-    def record(self, raw):
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        with _lock:
-            _requests.append({"time": time.time(), "method": self.command, "path": self.path,
-                              "headers": {k.lower(): v for k, v in self.headers.items()},
-                              "body": body, "raw_body": raw.decode("utf-8", "replace")})
-        return body
 
     # ---- routes -----------------------------------------------------------------------
 
@@ -168,7 +137,7 @@ class Handler(BaseHTTPRequestHandler):
         raw = self.read_body()
         if raw is None:
             return self.send_json(413, error_body("Request too large", "invalid_request_error"))
-        req = self.record(raw)
+        req = self.record(raw, _requests, _lock, self.path)
         if self.path != "/v1/chat/completions":
             return self.send_json(404, error_body("Unknown path " + self.path,
                                                   "invalid_request_error"))
@@ -192,10 +161,8 @@ class Handler(BaseHTTPRequestHandler):
         stream = req.get("stream") is True
         opts = req.get("stream_options")
         usage_chunk = stream and isinstance(opts, dict) and opts.get("include_usage") is True
-        try:
-            self.answer(behaviour, arg, model, user, req, stream, usage_chunk)
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-            self.close_connection = True
+        # A client that gives up (a timeout test) is fakelib's handle_one_request's business.
+        self.answer(behaviour, arg, model, user, req, stream, usage_chunk)
 
     # ---- answers ----------------------------------------------------------------------
 
@@ -248,12 +215,12 @@ class Handler(BaseHTTPRequestHandler):
                       "usage": self.usage}).encode()
         if behaviour == "cut":  # announce the whole length, send half, close
             self.close_connection = True
-            return self.send_json(200, None, data=data[: len(data) // 2], length=len(data))
+            return self.send_bytes(200, data[: len(data) // 2], self.json_type, length=len(data))
         if behaviour == "cut_clean":
             data = data[: len(data) // 2]
         elif behaviour == "garbage":
             data = b"not json at all"
-        self.send_json(200, None, data=data)
+        self.send_bytes(200, data, self.json_type)
 
     def chunk(self, delta, finish_reason=None, usage_field=False):
         obj = {"id": self.cid, "object": "chat.completion.chunk", "created": self.created,
@@ -313,19 +280,7 @@ def main():
     ap.add_argument("--port", type=int, default=0, help="0 picks a free port")
     ap.add_argument("--api-key", default="", help="require Authorization: Bearer KEY")
     args = ap.parse_args()
-    # A listen backlog for many calls at once (bench/llm.sh opens thousands of streams);
-    # socketserver's default is 5.
-    ThreadingHTTPServer.request_queue_size = 1024
-    server = ThreadingHTTPServer((args.host, args.port), Handler)
-    server.daemon_threads = True
-    server.api_key = args.api_key
-    print(server.server_address[1], flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(Handler, args.host, args.port, lambda server: setattr(server, "api_key", args.api_key))
 
 
 if __name__ == "__main__":

@@ -85,13 +85,16 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import secrets
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-MAX_BODY = 20 << 20
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fakelib import BaseHandler, serve  # noqa: E402
+
 BOT_MAX_BODY = 20 * 1024
 IDEMPOTENCY_WINDOW = 3600
 RECEIVE_ID_TYPES = ("open_id", "user_id", "union_id", "email", "chat_id")
@@ -123,10 +126,6 @@ _tokens = {}          # token -> {"app_id", "issued", "expires"}
 _uuids = {}           # (app_id, uuid) -> (time, data)
 _cues = collections.deque()   # {"mode", "seconds"}
 _windows = collections.defaultdict(collections.deque)  # key -> admission times
-
-
-def dumps(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def log_id():
@@ -174,26 +173,15 @@ def admit(keys_limits, now):
     return None
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
+class Handler(BaseHandler):
     server_version = "fake-feishu/1"
-    disable_nagle_algorithm = True  # TCP_NODELAY on accepted sockets
-
-    def log_message(self, fmt, *args):  # quiet: tests read stdout for the port only
-        pass
+    json_type = "application/json; charset=utf-8"
 
     # ---- plumbing ---------------------------------------------------------------------
 
     def send_json(self, status, obj, headers=None, logid=None):
-        data = dumps(obj).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("X-Tt-Logid", logid or log_id())
-        for k, v in (headers or {}).items():
-            self.send_header(k, str(v))
-        self.end_headers()
-        self.wfile.write(data)
+        """Every answer carries an X-Tt-Logid (logid, else a fresh one)."""
+        super().send_json(status, obj, {"X-Tt-Logid": logid or log_id(), **(headers or {})})
 
     def api_error(self, status, code, msg=None, headers=None):
         """An OpenAPI error body, with error.log_id as Feishu writes it."""
@@ -204,44 +192,8 @@ class Handler(BaseHTTPRequestHandler):
     def drop(self):
         self.close_connection = True  # no answer; the socket is closed when handle() ends
 
-    def read_body(self):
-        """The raw request body (Content-Length or chunked), None if unreadable/too big."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            parts, total = [], 0
-            while True:
-                line = self.rfile.readline(65537)
-                try:
-                    size = int(line.split(b";")[0].strip(), 16)
-                except ValueError:
-                    return None
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(parts)
-                total += size
-                if total > MAX_BODY:
-                    return None
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(65537)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return None
-        if length > MAX_BODY or length < 0:
-            return None
-        return self.rfile.read(length) if length else b""
-
     def record(self, raw):
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
-        with _lock:
-            _requests.append({"time": time.time(), "method": self.command, "path": self.route,
-                              "query": self.query,
-                              "headers": {k.lower(): v for k, v in self.headers.items()},
-                              "body": body, "raw_body": raw.decode("utf-8", "replace")})
-        return body
+        return super().record(raw, _requests, _lock, self.route, self.query)
 
     def split_path(self):
         parts = urlsplit(self.path)
@@ -250,12 +202,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def not_found(self):
         self.send_json(404, {"code": 404, "msg": "404 page not found: " + self.route})
-
-    def handle_one_request(self):
-        try:
-            super().handle_one_request()
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
-            self.close_connection = True
 
     # ---- routes -----------------------------------------------------------------------
 
@@ -511,12 +457,6 @@ class Handler(BaseHTTPRequestHandler):
                              "data": {}, "msg": "success"})
 
 
-class Server(ThreadingHTTPServer):
-    # A listen backlog for many connections at once; socketserver's default is 5.
-    request_queue_size = 1024
-    daemon_threads = True
-
-
 def pairs(values, what, need_second):
     out = {}
     for v in values:
@@ -541,22 +481,18 @@ def main():
     ap.add_argument("--reject-user-id", action="store_true",
                     help="every receive_id_type=user_id send fails with 99991672")
     args = ap.parse_args()
-    server = Server((args.host, args.port), Handler)
-    server.apps = pairs(args.app, "--app", True)
-    server.users = pairs(args.user, "--user", True)
-    server.open_ids = {o: u for u, o in server.users.items()}
-    server.bots = pairs(args.bot, "--bot", False)
-    server.token_ttl = args.token_ttl
-    server.user_rate, server.app_rate, server.bot_rate = (args.user_rate, args.app_rate,
-                                                          args.bot_rate)
-    server.reject_user_id = args.reject_user_id
-    print(server.server_address[1], flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+
+    def configure(server):
+        server.apps = pairs(args.app, "--app", True)
+        server.users = pairs(args.user, "--user", True)
+        server.open_ids = {o: u for u, o in server.users.items()}
+        server.bots = pairs(args.bot, "--bot", False)
+        server.token_ttl = args.token_ttl
+        server.user_rate, server.app_rate, server.bot_rate = (args.user_rate, args.app_rate,
+                                                              args.bot_rate)
+        server.reject_user_id = args.reject_user_id
+
+    serve(Handler, args.host, args.port, configure)
 
 
 if __name__ == "__main__":

@@ -56,12 +56,15 @@ import collections
 import hashlib
 import hmac
 import json
+import os
+import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-MAX_BODY = 20 << 20
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fakelib import BaseHandler, serve  # noqa: E402
+
 MODES = ("ok", "status", "gone", "slow", "redirect", "drop", "big")
 _BIG_HEAD = b'{"ok":true,"pad":"'
 BIG_BODY = _BIG_HEAD + b"x" * ((1 << 20) - len(_BIG_HEAD) - 2) + b'"}'  # exactly 1 MiB
@@ -71,10 +74,6 @@ _requests = []
 _answered = set()                               # (path, webhook-id) answered 2xx
 _behaviours = collections.defaultdict(collections.deque)  # path -> deque of cue dicts
 _config = {"keys": [], "tolerance": 300}
-
-
-def dumps(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def secret_key(secret):
@@ -142,59 +141,8 @@ def next_behaviour(path):
         return cue
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive
+class Handler(BaseHandler):
     server_version = "fake-webhook-receiver/1"
-    disable_nagle_algorithm = True  # TCP_NODELAY on accepted sockets
-
-    def log_message(self, fmt, *args):  # quiet: tests read stdout for the port only
-        pass
-
-    def send_json(self, status, obj=None, headers=None, data=None):
-        if data is None:
-            data = b"" if obj is None else dumps(obj).encode()
-        self.send_response(status)
-        if data:
-            self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, str(v))
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
-
-    def read_body(self):
-        """The raw request body (Content-Length or chunked), None if unreadable/too big."""
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            parts, total = [], 0
-            while True:
-                line = self.rfile.readline(65537)
-                try:
-                    size = int(line.split(b";")[0].strip(), 16)
-                except ValueError:
-                    return None
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(parts)
-                total += size
-                if total > MAX_BODY:
-                    return None
-                parts.append(self.rfile.read(size))
-                self.rfile.readline(65537)
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            return None
-        if length > MAX_BODY or length < 0:
-            return None
-        return self.rfile.read(length) if length else b""
-
-    def handle_one_request(self):
-        try:
-            super().handle_one_request()
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
-            self.close_connection = True
 
     def route(self):
         parts = urlsplit(self.path)
@@ -211,20 +159,15 @@ class Handler(BaseHTTPRequestHandler):
     # ---- deliveries -------------------------------------------------------------------
 
     def delivery(self, path, query, raw):
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+        rec = self.request_record(raw, path, query)
+        headers = rec["headers"]
         keys, tolerance = _config["keys"], _config["tolerance"]
         if keys:
             verified, reason = verify(keys, headers, raw, tolerance)
         else:
             verified, reason = None, None
-        rec = {"time": time.time(), "method": self.command, "path": path, "query": query,
-               "headers": headers, "body": body, "raw_body": raw.decode("utf-8", "replace"),
-               "webhook_id": headers.get("webhook-id"), "verified": verified,
-               "reason": reason, "mode": None, "status": 401, "duplicate": False}
+        rec.update(webhook_id=headers.get("webhook-id"), verified=verified, reason=reason,
+                   mode=None, status=401, duplicate=False)
         if verified is False:
             with _lock:
                 _requests.append(rec)
@@ -258,7 +201,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if mode == "slow":
             time.sleep(cue.get("seconds") if cue.get("seconds") is not None else 10)
-        self.send_json(status, obj, extra, data)
+        if data is not None:
+            return self.send_bytes(status, data, self.json_type, extra)
+        self.send_json(status, obj, extra)
 
     # ---- controls ---------------------------------------------------------------------
 
@@ -348,12 +293,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(200, {"ok": True, "queue": out})
 
 
-class Server(ThreadingHTTPServer):
-    # A listen backlog for many connections at once; socketserver's default is 5.
-    request_queue_size = 1024
-    daemon_threads = True
-
-
 def main():
     ap = argparse.ArgumentParser(description="Standard Webhooks receiver for tests")
     ap.add_argument("--host", default="127.0.0.1")
@@ -368,14 +307,7 @@ def main():
     except (binascii.Error, ValueError):
         ap.error("--secret must be whsec_<base64>")
     _config["tolerance"] = args.tolerance
-    server = Server((args.host, args.port), Handler)
-    print(server.server_address[1], flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve(Handler, args.host, args.port)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@
 
 #include "common/crypto.h"
 #include "common/outgoing.h"
+#include "common/util.h"
+#include "services/notifier/delivery.h"
 #include "services/notifier/feishu.h"
 
 #define SECRET "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
-static const int64_t default_schedule[] = { 5000, 300000 };
+static const int64_t default_schedule[] = {5000, 300000};
 
 static enum ab_err parse(const char *text, struct ab_outgoing **out, char *err, size_t size)
 {
@@ -26,13 +28,14 @@ TEST(outgoing_parses_the_seed_shape_and_its_defaults)
 {
     struct ab_outgoing *o = NULL;
     char err[256] = "";
-    CHECK_INT_EQ(parse("{\"outgoing\": [{\"id\": \"slack-notify\", \"url\": \"https://hooks.example.com/x\","
-                        " \"events\": [\"message_received\", \"agent_response\"], \"method\": \"POST\"},"
-                        " {\"id\": \"b\", \"url\": \"http://h/\", \"events\": [\"*\"], \"secret\": [\"" SECRET
-                        "\", \"" SECRET "\"], \"retry\": {\"maxAttempts\": 3, \"backoff\": \"exponential\"},"
-                        " \"method\": \"PUT\", \"timeoutMs\": 500}]}",
-                        &o, err, sizeof(err)),
-                  AB_OK);
+    CHECK_INT_EQ(
+        parse("{\"outgoing\": [{\"id\": \"slack-notify\", \"url\": \"https://hooks.example.com/x\","
+              " \"events\": [\"message_received\", \"agent_response\"], \"method\": \"POST\"},"
+              " {\"id\": \"b\", \"url\": \"http://h/\", \"events\": [\"*\"], \"secret\": [\"" SECRET
+              "\", \"" SECRET "\"], \"retry\": {\"maxAttempts\": 3, \"backoff\": \"exponential\"},"
+              " \"method\": \"PUT\", \"timeoutMs\": 500}]}",
+              &o, err, sizeof(err)),
+        AB_OK);
     CHECK_INT_EQ((int)o->count, 2);
     const struct ab_outgoing_endpoint *a = ab_outgoing_find(o, "slack-notify");
     CHECK(a != NULL && strcmp(a->method, "POST") == 0 && a->timeout_ms == 15000);
@@ -53,20 +56,35 @@ TEST(outgoing_refuses_what_would_silently_misbehave)
     static const struct {
         const char *json, *why;
     } bad[] = {
-        { "{\"outgoing\": {}}", "must be a list" },
-        { "{\"outgoing\": [{\"url\": \"http://h\", \"events\": [\"error\"]}]}", "id must be" },
-        { "{\"outgoing\": [{\"id\": \"a b\", \"url\": \"http://h\", \"events\": [\"error\"]}]}", "id must be" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"ftp://h\", \"events\": [\"error\"]}]}", "url must be" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://u:p@h/\", \"events\": [\"error\"]}]}", "user info" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": []}]}", "non-empty" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"msg\"]}]}", "unknown event \"msg\"" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"secret\": \"plain\"}]}", "whsec_" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"scret\": \"x\"}]}", "unknown field \"scret\"" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"method\": \"GET\"}]}", "POST or PUT" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"retry\": {\"maxAttempts\": 0}}]}", "maxAttempts" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], \"retry\": {\"scheduleMs\": [-1]}}]}", "scheduleMs" },
-        { "{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"]},"
-          " {\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"]}]}", "used by an earlier" },
+        {"{\"outgoing\": {}}", "must be a list"},
+        {"{\"outgoing\": [{\"url\": \"http://h\", \"events\": [\"error\"]}]}", "id must be"},
+        {"{\"outgoing\": [{\"id\": \"a b\", \"url\": \"http://h\", \"events\": [\"error\"]}]}",
+         "id must be"},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"ftp://h\", \"events\": [\"error\"]}]}",
+         "url must be"},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://u:p@h/\", \"events\": [\"error\"]}]}",
+         "user info"},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": []}]}", "non-empty"},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"msg\"]}]}",
+         "unknown event \"msg\""},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], "
+         "\"secret\": \"plain\"}]}",
+         "whsec_"},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], "
+         "\"scret\": \"x\"}]}",
+         "unknown field \"scret\""},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], "
+         "\"method\": \"GET\"}]}",
+         "POST or PUT"},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], "
+         "\"retry\": {\"maxAttempts\": 0}}]}",
+         "maxAttempts"},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"], "
+         "\"retry\": {\"scheduleMs\": [-1]}}]}",
+         "scheduleMs"},
+        {"{\"outgoing\": [{\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"]},"
+         " {\"id\": \"a\", \"url\": \"http://h\", \"events\": [\"error\"]}]}",
+         "used by an earlier"},
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         struct ab_outgoing *o = (struct ab_outgoing *)1;
@@ -83,8 +101,10 @@ TEST(outgoing_refuses_what_would_silently_misbehave)
 TEST(outgoing_maps_event_types_and_parses_schedules)
 {
     enum ab_hook_event k;
-    CHECK(ab_outgoing_event_of_type("agentbus.agent_response", &k) && k == AB_OUTGOING_AGENT_RESPONSE);
-    CHECK(ab_outgoing_event_of_type("agentbus.notify.failed", &k) && k == AB_OUTGOING_DELIVERY_FAILED);
+    CHECK(ab_outgoing_event_of_type("agentbus.agent_response", &k) &&
+          k == AB_OUTGOING_AGENT_RESPONSE);
+    CHECK(ab_outgoing_event_of_type("agentbus.notify.failed", &k) &&
+          k == AB_OUTGOING_DELIVERY_FAILED);
     CHECK(!ab_outgoing_event_of_type("agentbus.message.sent", &k));
     int64_t *s = NULL;
     CHECK_INT_EQ((int)ab_outgoing_parse_schedule("5000, 300000,1800000", &s), 3);
@@ -102,10 +122,10 @@ TEST(feishu_answers_are_told_apart)
     CHECK_INT_EQ(notify_feishu_classify(429, 99991400), NOTIFY_FEISHU_THROTTLED);
     CHECK_INT_EQ(notify_feishu_classify(400, 99991400), NOTIFY_FEISHU_THROTTLED);
     CHECK_INT_EQ(notify_feishu_classify(429, -1), NOTIFY_FEISHU_THROTTLED);
-    CHECK_INT_EQ(notify_feishu_classify(400, 230020), NOTIFY_FEISHU_RETRY);
+    CHECK_INT_EQ(notify_feishu_classify(400, 230020), NOTIFY_FEISHU_THROTTLED);
     CHECK_INT_EQ(notify_feishu_classify(400, 230049), NOTIFY_FEISHU_RETRY);
     CHECK_INT_EQ(notify_feishu_classify(200, 11232), NOTIFY_FEISHU_RETRY); /* custom bot */
-    CHECK_INT_EQ(notify_feishu_classify(502, -1), NOTIFY_FEISHU_RETRY);   /* a proxy's page */
+    CHECK_INT_EQ(notify_feishu_classify(502, -1), NOTIFY_FEISHU_RETRY);    /* a proxy's page */
     CHECK_INT_EQ(notify_feishu_classify(500, 1), NOTIFY_FEISHU_RETRY);
     CHECK_INT_EQ(notify_feishu_classify(400, 230013), NOTIFY_FEISHU_REJECTED);
     CHECK_INT_EQ(notify_feishu_classify(400, 99991672), NOTIFY_FEISHU_REJECTED);
@@ -120,7 +140,8 @@ TEST(feishu_bodies_are_feishu_s_wire_format)
     CHECK(strcmp(json_string_value(json_object_get(j, "msg_type")), "text") == 0);
     /* content is JSON serialized into a string */
     json_t *content = json_loads(json_string_value(json_object_get(j, "content")), 0, NULL);
-    CHECK(strcmp(json_string_value(json_object_get(content, "text")), "line \"one\"\nline two") == 0);
+    CHECK(strcmp(json_string_value(json_object_get(content, "text")), "line \"one\"\nline two") ==
+          0);
     CHECK(strcmp(json_string_value(json_object_get(j, "uuid")), "uuid-1") == 0);
     json_decref(content);
     json_decref(j);
@@ -129,7 +150,7 @@ TEST(feishu_bodies_are_feishu_s_wire_format)
     body = notify_feishu_bot_body("hi", "demo", 1599360473);
     j = json_loads(body, 0, NULL);
     CHECK(strcmp(json_string_value(json_object_get(j, "sign")),
-                  "l1N0gAcBjdwBvGm1xMjOF0XSyaLRpR7tuO5dHfhAYc8=") == 0);
+                 "l1N0gAcBjdwBvGm1xMjOF0XSyaLRpR7tuO5dHfhAYc8=") == 0);
     CHECK(strcmp(json_string_value(json_object_get(j, "timestamp")), "1599360473") == 0);
     CHECK(json_is_object(json_object_get(j, "content"))); /* an object for bots */
     json_decref(j);
@@ -137,15 +158,66 @@ TEST(feishu_bodies_are_feishu_s_wire_format)
 
     char token[64];
     long expire = 0, code = 0;
-    const char *ok = "{\"code\":0,\"msg\":\"ok\",\"tenant_access_token\":\"t-abc\",\"expire\":7200}";
+    const char *ok =
+        "{\"code\":0,\"msg\":\"ok\",\"tenant_access_token\":\"t-abc\",\"expire\":7200}";
     CHECK(notify_feishu_read_token(ok, strlen(ok), token, sizeof(token), &expire));
     CHECK(strcmp(token, "t-abc") == 0 && expire == 7200);
     const char *no = "{\"code\":20002,\"msg\":\"app_id and app_secret did not match\"}";
     CHECK(!notify_feishu_read_token(no, strlen(no), token, sizeof(token), &expire));
-    notify_feishu_read_code(no, strlen(no), &code, NULL, 0);
-    CHECK(code == 20002);
-    notify_feishu_read_code("<html>", 6, &code, NULL, 0);
-    CHECK(code == -1);
+    char msg[64], id[32];
+    notify_feishu_read_answer(no, strlen(no), &code, msg, sizeof(msg), id, sizeof(id));
+    CHECK(code == 20002 && strcmp(msg, "app_id and app_secret did not match") == 0 && id[0] == 0);
+    const char *sent = "{\"code\":0,\"msg\":\"success\",\"data\":{\"message_id\":\"om_1\"}}";
+    notify_feishu_read_answer(sent, strlen(sent), &code, NULL, 0, id, sizeof(id));
+    CHECK(code == 0 && strcmp(id, "om_1") == 0);
+    notify_feishu_read_answer("<html>", 6, &code, msg, sizeof(msg), NULL, 0);
+    CHECK(code == -1 && msg[0] == 0);
     CHECK(notify_feishu_token_use_ms(7200) == 6900 * 1000LL);
     CHECK(notify_feishu_token_use_ms(300) == 150 * 1000LL);
+}
+
+TEST(notify_error_text_cut_to_size_stays_valid_utf8)
+{
+    struct notify_delivery d = {0};
+    char msg[2048] = "";
+    for (int i = 0; i < 300; i++)
+        strcat(msg, "频"); /* 3 bytes each: the 512-byte buffer cuts one in two */
+    notify_delivery_set_error(&d, "feishu_1", "Feishu answered: %s", msg);
+    CHECK(strlen(d.error) < sizeof(d.error));
+    CHECK(ab_utf8_sanitize(d.error)); /* true: it was valid already */
+}
+
+TEST(notify_retry_event_round_trips_with_a_stable_id)
+{
+    struct ab_outgoing *o = NULL;
+    char err[256];
+    CHECK_INT_EQ(
+        parse("{\"outgoing\": [{\"id\": \"ep\", \"url\": \"http://h/\", \"events\": [\"*\"]}]}", &o,
+              err, sizeof(err)),
+        AB_OK);
+    struct ab_event *job =
+        ab_event_new_derived(NOTIFY_TYPE_WEBHOOK, "/t", "ep",
+                             json_pack("{s:s, s:s, s:{s:s}}", "endpoint_id", "ep", "event", "error",
+                                       "payload", "type", "error"),
+                             "job:%d", 1);
+    struct notify_delivery *d = calloc(1, sizeof(*d));
+    REQUIRE(notify_delivery_from_job(d, job, "webhook:ep", o, err, sizeof(err)) == AB_OK);
+    CHECK(d->attempt == 1 && strcmp(d->destination, "webhook:ep") == 0);
+    d->outcome = NOTIFY_RETRY;
+    d->next_due_ms = 1767225600000LL;
+    struct ab_event *retry = notify_retry_event(d), *again = notify_retry_event(d);
+    CHECK_STR_EQ(retry->id, again->id); /* published twice, one event */
+    struct notify_delivery *r = calloc(1, sizeof(*r));
+    int64_t due = 0;
+    REQUIRE(notify_delivery_from_retry(r, retry, o, &due, err, sizeof(err)) == AB_OK);
+    CHECK(r->attempt == 2 && due == 1767225600000LL);
+    CHECK_STR_EQ(r->id, d->id); /* the webhook-id of every attempt */
+    CHECK_STR_EQ(r->key, "webhook:ep");
+    CHECK_STR_EQ(r->body, d->body);
+    ab_event_free(retry);
+    ab_event_free(again);
+    ab_event_free(job);
+    notify_delivery_free(d);
+    notify_delivery_free(r);
+    ab_outgoing_free(o);
 }

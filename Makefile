@@ -8,7 +8,7 @@
 #   make kafka        start a real single-node Apache Kafka (KRaft) on loopback; kafka-stop
 #   make test-kafka   the end-to-end suite against that real Kafka
 #   make bench        the foundation benchmark (ingress publish path, journal rate)
-#   make bench-gateway / bench-llm   the gateway and LLM worker benchmarks
+#   make bench-gateway / bench-llm / bench-notify   the gateway, LLM worker and notifier benchmarks
 #   make lint         checks the compiler does not make
 
 BUILD   ?= build/release
@@ -47,7 +47,7 @@ UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(UNIT_SERVICE_SRC:%.c=$(BUILD)/o
 UNIT_BIN   := $(BUILD)/bin/unit-tests
 
 .PHONY: all asan deps run up down status test test-unit test-e2e test-kafka kafka kafka-stop bench \
-        bench-gateway bench-llm \
+        bench-gateway bench-llm bench-notify \
         lint format clean
 all: $(SERVICE_BINS) $(TOOL_BINS) $(UNIT_BIN)
 
@@ -136,6 +136,11 @@ bench-gateway: deps all
 # real Kafka: make kafka && KAFKA_BOOTSTRAP=$(cat .run/kafka/bootstrap) make bench-llm
 bench-llm: deps all
 	@bench/llm.sh
+
+# The notifier benchmark (event-to-delivery latency, deliveries a second to a keep-alive
+# receiver); real Kafka: make kafka && KAFKA_BOOTSTRAP=$(cat .run/kafka/bootstrap) make bench-notify
+bench-notify: deps all
+	@bench/notify.sh
 
 lint:
 	@scripts/lint.sh

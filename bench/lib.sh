@@ -186,6 +186,25 @@ full_run() {
         die "wrk stopped after $r_duration_s s of $1 s ($2): interrupted?"
 }
 
+# --- a client's report ------------------------------------------------------------
+# client_finish FILE: after a bench/*-client.py run whose stdout is FILE: sets problems
+# (its BENCHPROBLEM lines) and props_desc, stops the stack (stack_down_checked) and scans
+# the logs (logs_scan).
+client_finish() {
+    local line
+    problems=()
+    while IFS= read -r line; do problems+=("${line#BENCHPROBLEM }"); done < <(grep '^BENCHPROBLEM ' "$1" || true)
+    stack_down_checked
+    logs_scan
+    props_desc=${AGENTBUS_KAFKA_PROPERTIES:-"(none: the producer keeps linger.ms 5 and lz4)"}
+}
+# client_sections FILE: the client's Markdown, then its BENCHRESULT/BENCHSTATS lines.
+client_sections() {
+    grep -vE '^(BENCHPROBLEM|BENCHRESULT|BENCHSTATS) ' "$1" || true
+    echo
+    grep -E '^(BENCHRESULT|BENCHSTATS) ' "$1" || true
+}
+
 # --- CPU accounting -------------------------------------------------------------------
 # cpu_sample prints: time, the machine's busy jiffies (user+nice+system+steal), then the
 # CPU jiffies of ingress, dispatcher, llm-worker + notifier, the broker (broker_pid, 0 for

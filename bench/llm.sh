@@ -89,12 +89,7 @@ BENCH_API=$api BENCH_ADMIN_TOKEN=$token BENCH_DB_URL=$db_url BENCH_FAKE_URL=$fak
     python3 bench/llm-client.py >"$out/client.md" 2>"$out/client.log" ||
     { cat "$out/client.log" >&2; die "bench/llm-client.py failed"; }
 
-problems=()
-while IFS= read -r line; do problems+=("${line#BENCHPROBLEM }"); done < <(grep '^BENCHPROBLEM ' "$out/client.md" || true)
-stack_down_checked
-logs_scan
-
-props_desc=${AGENTBUS_KAFKA_PROPERTIES:-"(none: the producer keeps linger.ms 5 and lz4)"}
+client_finish "$out/client.md"
 cat <<EOF
 ## agentbus LLM worker benchmark ($broker broker)
 
@@ -105,8 +100,6 @@ $(facts_rows)
 | worker | one process, llm_worker.max_in_flight $AGENTBUS_LLM_WORKER_MAX_IN_FLIGHT, llm_worker.db_threads and database.pool_size as configured |
 | kafka.properties | $props_desc |
 
-$(grep -vE '^(BENCHPROBLEM|BENCHRESULT|BENCHSTATS) ' "$out/client.md")
-
-$(grep -E '^(BENCHRESULT|BENCHSTATS) ' "$out/client.md")
+$(client_sections "$out/client.md")
 EOF
 report_end

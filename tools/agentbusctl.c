@@ -53,6 +53,12 @@ static const char usage_commands[] =
     "  agentbusctl relate AGENT --agent OTHER [--relation R] [--description D] [--tenant T]\n"
     "  agentbusctl api-key AGENT [--tenant T]\n"
     "  agentbusctl publish TYPE [--subject S] [--key K] [--data JSON]\n"
+    "  agentbusctl dead-letters list [--endpoint E] [--kind feishu|webhook] [--since TIME]\n"
+    "                                [--limit N]\n"
+    "  agentbusctl dead-letters replay ID\n"
+    "  agentbusctl dead-letters replay --endpoint E --since TIME\n"
+    "  agentbusctl dead-letters purge [--endpoint E] [--before TIME]\n"
+    "  agentbusctl webhook enable ENDPOINT\n"
     "  agentbusctl help\n"
     "\n"
     "RESOURCE: tenants, llm-models, agents, members, agent-member-relationships,\n"
@@ -1264,6 +1270,107 @@ static int cmd_publish(struct ctl *ctl, struct args *a)
     return rc;
 }
 
+/* Appends "?name=value&..." for the flags given, in order. */
+static void query_add(struct strbuf *path, struct args *a, const char *const *names)
+{
+    char sep = '?';
+    for (; *names != NULL; names++) {
+        const char *v = flag_take(a, *names);
+        if (v == NULL)
+            continue;
+        sb_add(path, &sep, 1);
+        sb_adds(path, *names);
+        sb_adds(path, "=");
+        sb_add_encoded(path, v);
+        sep = '&';
+    }
+}
+
+/* dead-letters list|replay|purge: the notifier's dead letters (docs/notifier.md). */
+static int cmd_dead_letters(struct ctl *ctl, struct args *a)
+{
+    struct strbuf path = { 0 };
+    json_t *answer = NULL, *body = NULL;
+    const char *verb = a->npos >= 2 ? a->pos[1] : "";
+    const char *method = NULL, *quiet = NULL;
+    int rc = EXIT_DONE;
+
+    sb_adds(&path, "/api/admin/dead-letters");
+    if (strcmp(verb, "list") == 0 && a->npos == 2) {
+        method = "GET";
+        query_add(&path, a, (const char *const[]){ "endpoint", "kind", "since", "limit", NULL });
+    } else if (strcmp(verb, "replay") == 0 && a->npos == 3) {
+        method = "POST";
+        quiet = "id";
+        if (!ab_uuid_valid(a->pos[2])) {
+            usage_error("a dead letter is given by its id (a UUID)");
+            rc = EXIT_USAGE;
+        }
+        sb_adds(&path, "/");
+        sb_add_encoded(&path, a->pos[2]);
+        sb_adds(&path, "/replay");
+    } else if (strcmp(verb, "replay") == 0 && a->npos == 2) {
+        const char *endpoint = flag_take(a, "endpoint"), *since = flag_take(a, "since");
+        method = "POST";
+        quiet = "replayed";
+        if (endpoint == NULL || since == NULL) {
+            usage_error("dead-letters replay takes an ID, or --endpoint and --since");
+            rc = EXIT_USAGE;
+        }
+        sb_adds(&path, "/replay");
+        body = json_pack("{s:s?, s:s?}", "endpoint", endpoint, "since", since);
+    } else if (strcmp(verb, "purge") == 0 && a->npos == 2) {
+        method = "DELETE";
+        quiet = "purged";
+        query_add(&path, a, (const char *const[]){ "endpoint", "before", NULL });
+    } else {
+        usage_error("dead-letters takes list, replay ID, replay --endpoint E --since T, or purge");
+        rc = EXIT_USAGE;
+    }
+    if (rc == EXIT_DONE)
+        rc = flags_check_used(a, "dead-letters");
+    if (rc == EXIT_DONE)
+        rc = api_call(ctl, method, path.s, body, &answer);
+    if (rc == EXIT_DONE) {
+        const json_t *n = quiet ? json_object_get(answer, quiet) : NULL;
+        if (ctl->quiet && json_is_integer(n))
+            printf("%lld\n", (long long)json_integer_value(n));
+        else if (ctl->quiet && quiet == NULL) /* list: the ids */
+            for (size_t i = 0; i < json_array_size(json_object_get(answer, "dead_letters")); i++)
+                puts(json_string_value(json_object_get(
+                         json_array_get(json_object_get(answer, "dead_letters"), i), "id")) ?: "");
+        else
+            print_answer(ctl, answer, quiet ? quiet : "id");
+    }
+    json_decref(body);
+    json_decref(answer);
+    free(path.s);
+    return rc;
+}
+
+/* webhook enable ENDPOINT: an outgoing endpoint disabled by a 410 takes deliveries again. */
+static int cmd_webhook(struct ctl *ctl, struct args *a)
+{
+    struct strbuf path = { 0 };
+    json_t *answer = NULL;
+    if (a->npos != 3 || strcmp(a->pos[1], "enable") != 0) {
+        usage_error("webhook takes: enable ENDPOINT");
+        return EXIT_USAGE;
+    }
+    int rc = flags_check_used(a, "webhook");
+    if (rc != EXIT_DONE)
+        return rc;
+    sb_adds(&path, "/api/admin/webhooks/");
+    sb_add_encoded(&path, a->pos[2]);
+    sb_adds(&path, "/enable");
+    rc = api_call(ctl, "POST", path.s, NULL, &answer);
+    if (rc == EXIT_DONE)
+        print_answer(ctl, answer, "id");
+    json_decref(answer);
+    free(path.s);
+    return rc;
+}
+
 static int run(struct ctl *ctl, struct args *a)
 {
     enum res res;
@@ -1274,6 +1381,10 @@ static int run(struct ctl *ctl, struct args *a)
         return cmd_api_key(ctl, a);
     if (strcmp(command, "publish") == 0)
         return cmd_publish(ctl, a);
+    if (strcmp(command, "dead-letters") == 0)
+        return cmd_dead_letters(ctl, a);
+    if (strcmp(command, "webhook") == 0)
+        return cmd_webhook(ctl, a);
     if (resource_find(command, &res))
         return cmd_resource(ctl, a, res);
     usage_error("unknown command \"%s\"", command);

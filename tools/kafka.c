@@ -2,6 +2,9 @@
  * for the end-to-end tests (which use it to inject poison messages and read dead
  * letters). Talks to KAFKA_BOOTSTRAP (or kafka.bootstrap in AGENTBUS_CONFIG).
  *   agentbus-kafka produce TOPIC [--key K] [--header NAME=VALUE]... [--value V]  (else stdin)
+ *   agentbus-kafka produce TOPIC --lines [--key K]
+ *       every line of stdin a message, produced as it is read (a benchmark's load, or a
+ *       file of events); at the end, on stderr, how many were acknowledged
  *   agentbus-kafka consume TOPIC [--count N] [--timeout-ms T] [--idle-ms I]
  *       from the beginning, one JSON line a message: topic, partition, offset, timestamp,
  *       key, value, headers
@@ -22,6 +25,7 @@ static int usage(void)
 {
     fprintf(stderr,
             "usage: agentbus-kafka produce TOPIC [--key K] [--header NAME=VALUE]... [--value V]\n"
+            "       agentbus-kafka produce TOPIC --lines [--key K]\n"
             "       agentbus-kafka consume TOPIC [--count N] [--timeout-ms T] [--idle-ms I]\n"
             "  (consume stops after N messages, after T ms, or I ms after the last message)\n");
     return 2;
@@ -47,14 +51,72 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opa
     *(rd_kafka_resp_err_t *)opaque = rkm->err;
 }
 
+static void on_line_delivery(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque)
+{
+    size_t *counts = opaque; /* [acknowledged, failed] */
+    (void)rk;
+    counts[rkm->err ? 1 : 0]++;
+}
+
+/* --lines: each line of stdin (up to 1 MiB, without its newline) is a message, handed to
+ * librdkafka as soon as it is read, so a writer pacing its lines paces the messages. */
+static int produce_lines(const struct ab_config *cfg, const char *topic, const char *key)
+{
+    char errstr[512];
+    size_t counts[2] = { 0, 0 }, sent = 0, cap = 1 << 20;
+    rd_kafka_conf_t *conf = ab_kafka_conf_new(cfg, "agentbus-kafka", errstr, sizeof(errstr));
+    if (conf) {
+        rd_kafka_conf_set(conf, "acks", "all", NULL, 0);
+        rd_kafka_conf_set(conf, "linger.ms", "2", NULL, 0);
+        rd_kafka_conf_set_dr_msg_cb(conf, on_line_delivery);
+        rd_kafka_conf_set_opaque(conf, counts);
+    }
+    rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
+    if (rk == NULL) {
+        fprintf(stderr, "agentbus-kafka: %s\n", errstr);
+        return 2;
+    }
+    char *line = ab_xmalloc(cap + 2);
+    while (fgets(line, (int)cap + 2, stdin) != NULL) {
+        size_t len = strlen(line);
+        if (len > 0 && line[len - 1] == '\n')
+            line[--len] = '\0';
+        if (len == 0)
+            continue;
+        rd_kafka_resp_err_t err;
+        while ((err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                                        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0),
+                                        RD_KAFKA_V_VALUE(line, len),
+                                        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                        RD_KAFKA_V_END)) == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            rd_kafka_poll(rk, 10);
+        if (err) {
+            fprintf(stderr, "agentbus-kafka: produce to %s: %s\n", topic, rd_kafka_err2str(err));
+            counts[1]++;
+        } else {
+            sent++;
+        }
+        rd_kafka_poll(rk, 0);
+    }
+    free(line);
+    rd_kafka_flush(rk, 60000);
+    fprintf(stderr, "agentbus-kafka: %zu lines sent, %zu acknowledged, %zu failed\n", sent,
+            counts[0], counts[1]);
+    rd_kafka_destroy(rk);
+    return counts[1] == 0 && counts[0] == sent ? 0 : 1;
+}
+
 static int produce(const struct ab_config *cfg, const char *topic, int argc, char **argv)
 {
     char errstr[512];
     const char *key = NULL, *value = NULL;
+    bool lines = false;
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
             key = argv[++i];
+        else if (strcmp(argv[i], "--lines") == 0)
+            lines = true;
         else if (strcmp(argv[i], "--value") == 0 && i + 1 < argc)
             value = argv[++i];
         else if (strcmp(argv[i], "--header") == 0 && i + 1 < argc && strchr(argv[i + 1], '=')) {
@@ -65,6 +127,10 @@ static int produce(const struct ab_config *cfg, const char *topic, int argc, cha
             rd_kafka_headers_destroy(hdrs);
             return usage();
         }
+    }
+    if (lines) {
+        rd_kafka_headers_destroy(hdrs);
+        return value ? usage() : produce_lines(cfg, topic, key);
     }
     size_t len = value ? strlen(value) : 0;
     char *owned = value ? NULL : read_stdin(&len);

@@ -682,7 +682,8 @@ static void *scheduler_main(void *arg)
         pthread_mutex_unlock(&n->lock);
         if (stopping)
             break;
-        if (ab_db_acquire(n->svc->db, DB_ACQUIRE_TIMEOUT_MS, &conn, reason, sizeof(reason)) !=
+        /* "starting" until the schema is migrated: the tables may not exist yet */
+        if (ab_service_db_acquire(n->svc, DB_ACQUIRE_TIMEOUT_MS, &conn, reason, sizeof(reason)) !=
             AB_OK) {
             next_due = ab_wall_ms() + SCHEDULER_MAX_WAIT_MS;
             continue;

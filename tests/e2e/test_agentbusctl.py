@@ -268,3 +268,36 @@ def test_connection_refused_names_the_url(stack):
     out = ctl(stack, "tenants", "list", url=url)
     assert out.returncode == 1 and out.stdout == ""
     assert url in out.stderr and "cannot connect" in out.stderr
+
+
+def test_dead_letters_are_listed_replayed_and_purged(stack):
+    stack.start("ingress")
+    dead = str(uuid.uuid4())
+    job = json.dumps({"specversion": "1.0", "id": dead, "type": "agentbus.notify.webhook", "source": "/t",
+                      "time": "2026-01-01T00:00:00Z", "data": {"endpoint_id": "ep", "event": "error",
+                                                              "payload": {"type": "error"}}})
+    stack.sql("INSERT INTO notify_dead_letters (id, kind, destination, endpoint_id, attempts, code, job)"
+              f" VALUES ('{dead}', 'webhook', 'webhook:ep', 'ep', 8, 'http_503', '{job}')")
+    listed = ok(ctl(stack, "dead-letters", "list", "--endpoint", "ep"))
+    assert [(d["id"], d["code"], d["attempts"]) for d in listed["dead_letters"]] == [(dead, "http_503", 8)]
+    assert ctl(stack, "-q", "dead-letters", "list", "--kind", "webhook").stdout.split() == [dead]
+    assert ok(ctl(stack, "dead-letters", "list", "--endpoint", "other"))["dead_letters"] == []
+    assert ok(ctl(stack, "dead-letters", "replay", dead)) == {"status": "replaying", "id": dead}
+    [retry] = stack.broker.consume(stack.broker.topic("agentbus.notify.retry"), 1)
+    event = json.loads(retry["value"])
+    assert event["data"]["job"]["id"] == dead and event["data"]["attempt"] == 1 and event["data"]["replay"] == 1
+    # Replayed already: "replay all since" finds nothing more.
+    assert ok(ctl(stack, "dead-letters", "replay", "--endpoint", "ep", "--since", "2026-01-01T00:00:00Z")) == \
+        {"status": "replaying", "replayed": 0}
+    out = ctl(stack, "dead-letters", "replay", "--endpoint", "ep")
+    assert out.returncode == 2 and "--endpoint and --since" in out.stderr
+    out = ctl(stack, "dead-letters", "replay", "not-a-uuid")
+    assert out.returncode == 2
+    out = ctl(stack, "dead-letters", "list", "--since", "yesterday")
+    assert out.returncode == 1 and "RFC 3339" in out.stderr
+    assert ctl(stack, "-q", "dead-letters", "purge", "--endpoint", "ep").stdout.strip() == "1"
+    assert ok(ctl(stack, "dead-letters", "list"))["dead_letters"] == []
+    out = ctl(stack, "webhook", "enable", "ep")
+    assert out.returncode == 1 and "is not disabled" in out.stderr
+    stack.sql("INSERT INTO webhook_endpoint_state (endpoint_id, disabled_at) VALUES ('ep', now())")
+    assert ok(ctl(stack, "webhook", "enable", "ep")) == {"id": "ep", "enabled": True}

@@ -12,26 +12,29 @@
 /* last_message_at only ever moves forward, to the time of the event: a redelivered or
  * late event changes nothing, which keeps the write idempotent. */
 static const char *const upsert_sql =
-    "INSERT INTO conversations (tenant_id, kind, agent_low, agent_high, last_message_at)"
+    "INSERT INTO conversations (tenant_id, kind, agent_low, agent_high, last_message_at,"
+    "                           first_event_id)"
     " VALUES ($1, 'agent_agent', least($2::uuid, $3::uuid), greatest($2::uuid, $3::uuid),"
-    " coalesce($4::timestamptz, now()))"
+    " coalesce($4::timestamptz, now()), $5)"
     " ON CONFLICT (tenant_id, agent_low, agent_high) WHERE kind = 'agent_agent'"
     " DO UPDATE SET last_message_at ="
     " greatest(conversations.last_message_at, EXCLUDED.last_message_at)"
-    " RETURNING id::text";
+    " RETURNING id::text, coalesce(first_event_id = $5::uuid, false)";
 
 enum ab_err dispatch_conversation_of_agents(PGconn *conn, const char *tenant_id,
                                             const char *agent_a, const char *agent_b,
-                                            const char *at, char id[AB_UUID_LEN + 1],
+                                            const char *at, const char *event_id,
+                                            char id[AB_UUID_LEN + 1], bool *created,
                                             char *reason, size_t size)
 {
     PGresult *res = NULL;
-    const char *const params[] = { tenant_id, agent_a, agent_b, at };
-    enum ab_err err = ab_db_exec(conn, upsert_sql, 4, params, &res, reason, size);
+    const char *const params[] = { tenant_id, agent_a, agent_b, at, event_id };
+    enum ab_err err = ab_db_exec(conn, upsert_sql, 5, params, &res, reason, size);
     if (err)
         return err;
     if (PQntuples(res) == 1) {
         snprintf(id, AB_UUID_LEN + 1, "%s", PQgetvalue(res, 0, 0));
+        *created = PQgetvalue(res, 0, 1)[0] == 't';
     } else {
         snprintf(reason, size, "conversation upsert returned %d rows", PQntuples(res));
         err = AB_ERR_INTERNAL;

@@ -4,6 +4,7 @@
 #define DISPATCH_CONVERSATION_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "common/errors.h"
@@ -12,11 +13,13 @@
 /* The conversation between agents a and b (in either order) of tenant_id, created if it
  * does not exist yet, and its last_message_at moved up to `at` (an RFC 3339 time, or NULL
  * for now). Safe against a concurrent first message either way: both land on the same
- * row. Runs on conn inside the caller's transaction.
+ * row. Runs on conn inside the caller's transaction. *created says whether event_id (the
+ * message's) is the one that created it, now or before a redelivery.
  * @returns AB_OK with id; ab_db_exec's errors (AB_ERR_INVALID when an agent is gone). */
 enum ab_err dispatch_conversation_of_agents(PGconn *conn, const char *tenant_id,
                                             const char *agent_a, const char *agent_b,
-                                            const char *at, char id[AB_UUID_LEN + 1],
+                                            const char *at, const char *event_id,
+                                            char id[AB_UUID_LEN + 1], bool *created,
                                             char *reason, size_t reason_size);
 
 #endif

@@ -40,6 +40,7 @@ struct dispatch_message {
     /* Set by the route for an agent's message; for a system notice, data.conversation_id
      * as given (checked by the route). "" when it has none. */
     char conversation_id[AB_UUID_LEN + 1];
+    bool conversation_created; /* this message started its conversation */
 };
 
 /* Reads ev (an agentbus.message.sent) into m, which borrows from ev: keep ev alive.

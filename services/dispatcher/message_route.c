@@ -154,7 +154,8 @@ static enum ab_err write_route(PGconn *conn, const struct ab_consumed *msg,
     enum ab_err err = dispatch_journal(conn, msg, reason, size);
     if (!err && m->agent_type != NULL && !m->system_sender)
         err = dispatch_conversation_of_agents(conn, m->tenant_id, m->sender_id, m->target_id,
-                                              msg->event->time, m->conversation_id, reason,
+                                              msg->event->time, m->event_id, m->conversation_id,
+                                              &m->conversation_created, reason,
                                               size);
     if (!err && m->route == DISPATCH_ROUTE_INBOX && !m->system_sender)
         err = write_chat_message(conn, m, reason, size);
@@ -240,6 +241,16 @@ static enum ab_err publish_all(struct dispatch_ctx *ctx, const struct ab_event *
         snprintf(key, sizeof(key), "member:%s", m->target_id);
         err = publish(ctx, in, m, AB_TOPIC_NOTIFY, "agentbus.notify.feishu", "notify", key,
                       json_incref(m->data), reason, size);
+    }
+    if (!err && m->conversation_created) {
+        /* A session (outgoing webhooks' session_started) is a conversation's first message. */
+        json_t *started = json_pack("{s:s, s:s, s:s, s:s, s:[O,O]}", "tenant_id", m->tenant_id,
+                                    "conversation_id", conv, "kind", "agent_agent",
+                                    "first_message_event_id", m->event_id, "agents",
+                                    json_object_get(m->data, "sender"),
+                                    json_object_get(m->data, "target"));
+        err = publish(ctx, in, m, AB_TOPIC_EVENTS, "agentbus.session.started", "session_started",
+                      m->conversation_key, started, reason, size);
     }
     if (err)
         return err;

@@ -96,11 +96,27 @@ def send(stack, env, key):
     return env["id"]
 
 
-def consume(stack, base, n, timeout_ms=20000):
-    msgs = stack.broker.consume(stack.broker.topic(base), n, timeout_ms)
+def consume(stack, base, n, timeout_ms=20000, idle_ms=None):
+    msgs = stack.broker.consume(stack.broker.topic(base), n, timeout_ms, idle_ms)
     for m in msgs:
         m["event"] = json.loads(m["value"]) if m["value"] else None
     return msgs
+
+
+def events_of(stack, type_, n):
+    """The first n events of type_ on agentbus.events (a conversation's first message also
+    publishes agentbus.session.started there)."""
+    deadline = time.time() + 20
+    while True:
+        found = [m for m in consume(stack, "agentbus.events", 1000, idle_ms=1000)
+                 if m["event"]["type"] == type_]
+        if len(found) >= n or time.time() > deadline:
+            return found[:n]
+        time.sleep(0.2)
+
+
+def received(stack, n):
+    return events_of(stack, "agentbus.message.received", n)
 
 
 def in_inbox(stack, event_id):
@@ -131,11 +147,18 @@ def test_openclaw_target_gets_one_inbox_row_chat_message_and_conversation(stack)
     assert stack.sql("SELECT count(*) FROM chat_messages") == "1"
     assert stack.journaled(event_id)
 
-    [received] = consume(stack, "agentbus.events", 1)
-    ev = received["event"]
+    [announced] = received(stack, 1)
+    ev = announced["event"]
     assert ev["type"] == "agentbus.message.received" and ev["id"] == derive(f"{event_id}:received")
-    assert received["key"] == pair_key(alice, bob) and received["headers"]["ce_id"] == ev["id"]
+    assert announced["key"] == pair_key(alice, bob) and announced["headers"]["ce_id"] == ev["id"]
     assert ev["data"] == {**data, "route": "inbox", "conversation_id": conversation}
+    # The conversation's first message started a session (outgoing webhooks' session_started).
+    [started] = events_of(stack, "agentbus.session.started", 1)
+    assert started["event"]["id"] == derive(f"{event_id}:session_started")
+    assert started["key"] == pair_key(alice, bob)
+    assert started["event"]["data"] == {"tenant_id": w.tenant, "conversation_id": conversation,
+                                        "kind": "agent_agent", "first_message_event_id": event_id,
+                                        "agents": [data["sender"], data["target"]]}
     assert ev["source"] == "/agentbus/dispatcher" and ev["subject"] == bob
     assert dispatcher.metric("agentbus_dispatcher_routed_total", {"route": "inbox"}) == 1
 
@@ -160,8 +183,11 @@ def test_the_same_event_delivered_twice_is_stored_once(stack):
     assert stack.sql("SELECT count(DISTINCT conversation_id) FROM gateway_messages") == "1"
     assert stack.sql("SELECT count(*) FROM event_log") == "2"
     # Both deliveries announced the message under one id: consumers see one event.
-    ids = [m["event"]["id"] for m in consume(stack, "agentbus.events", 3)]
+    ids = [m["event"]["id"] for m in received(stack, 3)]
     assert sorted(ids) == sorted([derive(f"{env['id']}:received")] * 2 + [derive(f"{later}:received")])
+    # One session, started by the first delivery; the redelivery publishes the same event.
+    started = {m["event"]["id"] for m in events_of(stack, "agentbus.session.started", 5)}
+    assert started == {derive(f"{env['id']}:session_started")}
 
 
 def test_first_messages_both_ways_at_once_make_one_conversation(stack):
@@ -211,9 +237,9 @@ def test_native_target_becomes_an_llm_request_keyed_by_conversation(stack):
     # The native agent has no inbox: the LLM worker answers for it.
     assert stack.sql("SELECT count(*) FROM gateway_messages") == "0"
     assert stack.journaled(event_id)
-    [received] = consume(stack, "agentbus.events", 1)
-    assert received["event"]["id"] == derive(f"{event_id}:received")
-    assert received["event"]["data"] == {**data, "route": "llm", "conversation_id": conversation}
+    [announced] = received(stack, 1)
+    assert announced["event"]["id"] == derive(f"{event_id}:received")
+    assert announced["event"]["data"] == {**data, "route": "llm", "conversation_id": conversation}
     assert dispatcher.metric("agentbus_dispatcher_routed_total", {"route": "llm"}) == 1
 
 
@@ -235,8 +261,8 @@ def test_hops_and_the_canonical_message_event_id_pass_through_to_the_llm_request
         ev = req["event"]
         assert ev["id"] == derive(f"{event_id.lower()}:llm")
         assert ev["data"] == {**data, "conversation_id": conversation, "message_event_id": event_id.lower()}
-    received = consume(stack, "agentbus.events", len(sent))
-    assert [r["event"]["data"]["hops"] for r in received] == [0, 7, 1000]
+    announced = received(stack, len(sent))
+    assert [r["event"]["data"]["hops"] for r in announced] == [0, 7, 1000]
 
 
 def test_member_target_becomes_a_feishu_notification_keyed_by_member(stack):
@@ -251,9 +277,9 @@ def test_member_target_becomes_a_feishu_notification_keyed_by_member(stack):
     ev = job["event"]
     assert ev["type"] == "agentbus.notify.feishu" and ev["id"] == derive(f"{event_id}:notify")
     assert job["key"] == f"member:{mary}" and ev["data"] == data
-    [received] = consume(stack, "agentbus.events", 1)
-    assert received["key"] == f"member:{alice}:{mary}"
-    assert received["event"]["data"] == {**data, "route": "notify", "conversation_id": None}
+    [announced] = received(stack, 1)
+    assert announced["key"] == f"member:{alice}:{mary}"
+    assert announced["event"]["data"] == {**data, "route": "notify", "conversation_id": None}
     assert stack.journaled(event_id)
     assert stack.sql("SELECT count(*) FROM gateway_messages") == "0"
 
@@ -374,7 +400,7 @@ def test_a_system_notice_lands_in_the_inbox_as_no_turn_of_the_conversation(stack
     assert messages[loose["content"]]["sender_agent_name"] == "agentbus"
     assert messages[loose["content"]]["conversation_id"] is None
 
-    events = consume(stack, "agentbus.events", 3)
+    events = received(stack, 3)
     by_id = {e["event"]["id"]: e for e in events}
     announced = by_id[derive(f"{about_id}:received")]
     assert announced["key"] == key and announced["event"]["subject"] == bob
@@ -401,7 +427,7 @@ def test_a_redelivered_system_notice_makes_one_inbox_row(stack):
     assert stack.sql("SELECT count(*) FROM event_log") == "2"
     assert stack.sql("SELECT count(*) FROM chat_messages") == "0"
     assert stack.sql("SELECT count(*) FROM conversations") == "0"
-    ids = [m["event"]["id"] for m in consume(stack, "agentbus.events", 3)]
+    ids = [m["event"]["id"] for m in received(stack, 3)]
     assert sorted(ids) == sorted([derive(f"{env['id']}:received")] * 2 + [derive(f"{later}:received")])
 
 

@@ -465,3 +465,17 @@ def test_history_on_agentbus_events_is_not_replayed_to_a_new_endpoint(stack, rec
     assert d["body"]["data"]["content"] == "new"
     time.sleep(1)
     assert len(receiver.get("/_fake/deliveries")) == 1
+
+
+def test_a_conversations_first_message_reaches_session_started_endpoints_once(stack, receiver):
+    w = World(stack, webhooks=[endpoint(receiver, events=["session_started"])], notifier_env=LOOPBACK)
+    stack.sql(f"INSERT INTO agents (tenant_id, name, type) VALUES ('{w.tenant}', 'Bob', 'openclaw')")
+    w.send("Bob", "hello")
+    w.send("Bob", "again")
+    [d] = wait_until(lambda: receiver.get("/_fake/deliveries"), 30, 0.2, "session_started")
+    body = d["body"]
+    conversation = stack.sql("SELECT id FROM conversations")
+    assert body["type"] == "session_started" and body["session"] == conversation
+    assert [a["name"] for a in body["data"]["agents"]] == ["Alice", "Bob"]
+    time.sleep(2)
+    assert len(receiver.get("/_fake/deliveries")) == 1  # the second message starts nothing

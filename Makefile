@@ -9,6 +9,7 @@
 #   make test-kafka   the end-to-end suite against that real Kafka
 #   make bench        the foundation benchmark (ingress publish path, journal rate)
 #   make bench-gateway / bench-llm / bench-notify   the gateway, LLM worker and notifier benchmarks
+#   make bench-webhooks   the incoming-webhooks benchmark (accepted webhooks/s beside a bare route)
 #   make lint         checks the compiler does not make
 
 BUILD   ?= build/release
@@ -42,12 +43,12 @@ UNIT_SRC   := $(sort $(wildcard tests/unit/*.c))
 UNIT_SERVICE_SRC := services/ingress/gateway_guide.c services/llm-worker/sse.c \
                     services/llm-worker/openai_stream.c services/llm-worker/provider.c \
                     services/llm-worker/prompt.c services/notifier/feishu.c \
-                    services/notifier/job.c
+                    services/notifier/job.c services/llm-worker/llm_request.c
 UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(UNIT_SERVICE_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(BUILD)/bin/unit-tests
 
 .PHONY: all asan deps run up down status test test-unit test-e2e test-kafka kafka kafka-stop bench \
-        bench-gateway bench-llm bench-notify \
+        bench-gateway bench-llm bench-notify bench-webhooks \
         lint format clean
 all: $(SERVICE_BINS) $(TOOL_BINS) $(UNIT_BIN)
 
@@ -141,6 +142,12 @@ bench-llm: deps all
 # receiver); real Kafka: make kafka && KAFKA_BOOTSTRAP=$(cat .run/kafka/bootstrap) make bench-notify
 bench-notify: deps all
 	@bench/notify.sh
+
+# The incoming-webhooks benchmark (accepted webhooks/s, p50/p99, with and without an
+# Idempotency-Key, beside the ops listener's bare /livez; every 202 checked on Kafka); real
+# Kafka: make kafka && KAFKA_BOOTSTRAP=$(cat .run/kafka/bootstrap) make bench-webhooks
+bench-webhooks: deps all
+	@bench/webhooks.sh
 
 lint:
 	@scripts/lint.sh

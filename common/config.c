@@ -114,6 +114,10 @@ static const struct ab_option options[AB_OPT__COUNT] = {
                                   PORT("8080"), 0, AB_SVC_INGRESS, "agent gateway and admin API" },
     [AB_OPT_INGRESS_WEBHOOK_PORT] = { "ingress.webhook_port", "AGENTBUS_INGRESS_WEBHOOK_PORT", NULL,
                                       PORT("3011"), 0, AB_SVC_INGRESS, "incoming webhooks" },
+    [AB_OPT_INGRESS_WEBHOOK_HOST] = { "ingress.webhook_host", "AGENTBUS_INGRESS_WEBHOOK_HOST",
+                                      NULL, ANY_STRING("", 255), 0, AB_SVC_INGRESS,
+                                      "address the webhook listener binds (IPv4 or IPv6; \"::\" "
+                                      "takes both); empty: listen.host" },
     [AB_OPT_INGRESS_OPS_PORT] = { "ingress.ops_port", "AGENTBUS_INGRESS_OPS_PORT", NULL,
                                   PORT("9100"), 0, AB_SVC_INGRESS, "/livez /readyz /metrics" },
     [AB_OPT_DISPATCHER_OPS_PORT] = { "dispatcher.ops_port", "AGENTBUS_DISPATCHER_OPS_PORT", NULL,
@@ -160,8 +164,10 @@ static const struct ab_option options[AB_OPT__COUNT] = {
                                    PORT("9103"), 0, AB_SVC_NOTIFIER, "/livez /readyz /metrics" },
     [AB_OPT_WEBHOOKS] = { "webhooks", "AGENTBUS_WEBHOOKS", NULL, AB_OPT_OBJECT, "{}", 0, 0, NULL,
                           AB_OPT_SECRET, AB_SVC_DISPATCHER | AB_SVC_NOTIFIER | AB_SVC_INGRESS,
-                          "webhooks: outgoing[] endpoints {id, url, events, method, secret, "
-                          "retry} (docs/notifier.md)" },
+                          "webhooks: incoming {enabled, port, secret, secretHeader, "
+                          "allowedIPs, ...}, handlers[] (docs/webhooks.md), outgoing[] "
+                          "endpoints {id, url, events, method, secret, retry} "
+                          "(docs/notifier.md)" },
     [AB_OPT_NOTIFIER_MAX_IN_FLIGHT] = { "notifier.max_in_flight",
                                         "AGENTBUS_NOTIFIER_MAX_IN_FLIGHT", NULL, AB_OPT_INT,
                                         "2048", 1, 100000, NULL, 0, AB_SVC_NOTIFIER,

@@ -29,7 +29,7 @@ struct route {
 struct ab_http_server {
     struct _u_instance inst;
     char *name;
-    struct sockaddr_in bind;
+    struct sockaddr_storage bind; /* sockaddr_in, or sockaddr_in6 for an IPv6 host */
     size_t max_body;
     int connection_limit;
     int idle_timeout_s;
@@ -37,6 +37,7 @@ struct ab_http_server {
     bool started;
     struct route *routes;
     struct route fallback; /* unmatched requests: 404 through the same trampoline */
+    char *fallback_label;  /* its metrics label, when ab_http_server_fallback set one */
     struct ab_metric *m_requests;
     struct ab_metric *m_duration;
 };
@@ -85,11 +86,58 @@ enum ab_err ab_http_json_body(const struct _u_request *req, json_t **out, char *
     return AB_OK;
 }
 
-void ab_http_client_ip(const struct _u_request *req, char *out, size_t size)
+/* The peer of the request this thread serves. ulfius keeps only the first 16 bytes of it
+ * (sizeof(struct sockaddr)), which cuts an IPv6 address in half; MHD has all of it. The URI
+ * log callback is the one hook that runs for every request with the MHD connection at hand,
+ * and in thread-per-connection mode it runs on the thread that then calls the handler:
+ * a connection's requests follow each other on its own thread, so a thread-local copy
+ * always belongs to the request being handled. */
+static __thread struct sockaddr_storage peer;
+static __thread socklen_t peer_len;
+
+static void *uri_logger(void *cls, const char *uri, struct MHD_Connection *con)
+{
+    const union MHD_ConnectionInfo *info =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    peer_len = 0;
+    if (info != NULL && info->client_addr != NULL) {
+        int family = info->client_addr->sa_family;
+        socklen_t len = family == AF_INET    ? sizeof(struct sockaddr_in)
+                        : family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                             : 0;
+        memcpy(&peer, info->client_addr, len);
+        peer_len = len;
+    }
+    return ulfius_uri_logger(cls, uri);
+}
+
+socklen_t ab_http_client_addr(const struct _u_request *req, struct sockaddr_storage *out)
 {
     const struct sockaddr *sa = req->client_address;
-    if (sa != NULL && sa->sa_family == AF_INET &&
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, out, (socklen_t)size))
+    if (peer_len > 0) {
+        memcpy(out, &peer, peer_len);
+        return peer_len;
+    }
+    if (sa != NULL && sa->sa_family == AF_INET) {
+        memcpy(out, sa, sizeof(struct sockaddr_in));
+        return sizeof(struct sockaddr_in);
+    }
+    return 0;
+}
+
+void ab_http_client_ip(const struct _u_request *req, char *out, size_t size)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = ab_http_client_addr(req, &ss);
+    const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&ss;
+    if (len > 0 && ss.ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr) &&
+        inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], out, (socklen_t)size))
+        return; /* a dual-stack listener's IPv4 client, written as people know it */
+    if (len > 0 && ss.ss_family == AF_INET6 &&
+        inet_ntop(AF_INET6, &v6->sin6_addr, out, (socklen_t)size))
+        return;
+    if (len > 0 && ss.ss_family == AF_INET &&
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)size))
         return;
     snprintf(out, size, "unknown");
 }
@@ -183,22 +231,43 @@ static void not_found(const struct _u_request *req, struct _u_response *resp, vo
                   req->url_path ? req->url_path : "");
 }
 
+static int bound_port(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+}
+
+void ab_http_server_fallback(struct ab_http_server *srv, const char *label,
+                             ab_http_handler handler, void *ud)
+{
+    srv->fallback_label = ab_xstrdup(label);
+    srv->fallback = (struct route){ srv, NULL, srv->fallback_label, handler, ud, NULL };
+}
+
 enum ab_err ab_http_server_new(const struct ab_http_server_options *opts,
                                struct ab_http_server **out, char *errstr, size_t size)
 {
     *out = NULL;
     struct ab_http_server *srv = ab_xcalloc(1, sizeof(*srv));
-    srv->bind.sin_family = AF_INET;
-    srv->bind.sin_port = htons((uint16_t)opts->port);
-    if (inet_pton(AF_INET, opts->host ? opts->host : "0.0.0.0", &srv->bind.sin_addr) != 1) {
-        snprintf(errstr, size, "listen address \"%s\" is not an IPv4 address", opts->host);
+    const char *host = opts->host ? opts->host : "0.0.0.0";
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&srv->bind;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&srv->bind;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)opts->port);
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6; /* "::" also takes IPv4 clients, as ::ffff:a.b.c.d */
+        v6->sin6_port = htons((uint16_t)opts->port);
+    } else {
+        snprintf(errstr, size, "listen address \"%s\" is not an IPv4 or IPv6 address", host);
         free(srv);
         return AB_ERR_CONFIG;
     }
     /* ulfius refuses port 0, but MHD binds srv->bind (MHD_OPTION_SOCK_ADDR at start) and
      * ignores this port: for an ephemeral port (0) any valid placeholder will do. */
     unsigned int u_port = opts->port > 0 ? (unsigned int)opts->port : 1;
-    if (ulfius_init_instance(&srv->inst, u_port, &srv->bind, NULL) != U_OK) {
+    if (ulfius_init_instance(&srv->inst, u_port, NULL, NULL) != U_OK) {
         snprintf(errstr, size, "ulfius cannot initialise the %s listener", opts->name);
         free(srv);
         return AB_ERR_INTERNAL;
@@ -241,7 +310,7 @@ enum ab_err ab_http_server_start(struct ab_http_server *srv, char *errstr, size_
 {
     struct MHD_OptionItem ops[] = {
         { MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)mhd_request_completed, NULL },
-        { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)ulfius_uri_logger, NULL },
+        { MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)uri_logger, NULL },
         { MHD_OPTION_SOCK_ADDR, 0, &srv->bind },
         { MHD_OPTION_CONNECTION_TIMEOUT, srv->idle_timeout_s, NULL },
         { MHD_OPTION_CONNECTION_LIMIT, srv->connection_limit, NULL },
@@ -249,11 +318,18 @@ enum ab_err ab_http_server_start(struct ab_http_server *srv, char *errstr, size_
     };
     unsigned int flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
                          MHD_USE_POLL | MHD_USE_ERROR_LOG;
+    if (srv->bind.ss_family == AF_INET6)
+        flags |= MHD_USE_DUAL_STACK;
     if (ulfius_start_framework_with_mhd_options(&srv->inst, flags, ops) != U_OK) {
-        char host[INET_ADDRSTRLEN];
-        inet_ntop(AF_INET, &srv->bind.sin_addr, host, sizeof(host));
-        snprintf(errstr, size, "the %s listener cannot bind %s:%d (in use?)", srv->name, host,
-                 ntohs(srv->bind.sin_port));
+        char host[INET6_ADDRSTRLEN] = "?";
+        const struct sockaddr_in *v4 = (const struct sockaddr_in *)&srv->bind;
+        const struct sockaddr_in6 *v6 = (const struct sockaddr_in6 *)&srv->bind;
+        if (srv->bind.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+        else
+            inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+        snprintf(errstr, size, "the %s listener cannot bind %s port %d (in use?)", srv->name,
+                 host, bound_port(&srv->bind));
         return AB_ERR_UNAVAILABLE;
     }
     srv->started = true;
@@ -264,17 +340,16 @@ enum ab_err ab_http_server_start(struct ab_http_server *srv, char *errstr, size_
 int ab_http_server_port(const struct ab_http_server *srv)
 {
     if (!srv->started || srv->inst.mhd_daemon == NULL)
-        return ntohs(srv->bind.sin_port);
+        return bound_port(&srv->bind);
     /* Ask the socket: MHD_DAEMON_INFO_BIND_PORT reports the port passed to MHD_start_daemon,
      * which is ab_http_server_new's placeholder (1) when port 0 was asked for. */
     const union MHD_DaemonInfo *info =
         MHD_get_daemon_info(srv->inst.mhd_daemon, MHD_DAEMON_INFO_LISTEN_FD);
-    struct sockaddr_in sa;
+    struct sockaddr_storage sa;
     socklen_t len = sizeof(sa);
-    if (info != NULL && getsockname(info->listen_fd, (struct sockaddr *)&sa, &len) == 0 &&
-        sa.sin_family == AF_INET)
-        return ntohs(sa.sin_port);
-    return ntohs(srv->bind.sin_port);
+    if (info != NULL && getsockname(info->listen_fd, (struct sockaddr *)&sa, &len) == 0)
+        return bound_port(&sa);
+    return bound_port(&srv->bind);
 }
 
 void ab_http_server_stop(struct ab_http_server *srv)
@@ -297,6 +372,7 @@ void ab_http_server_free(struct ab_http_server *srv)
         free(r->path);
         free(r);
     }
+    free(srv->fallback_label);
     free(srv->name);
     free(srv);
 }

@@ -6,6 +6,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <ulfius.h>
 
 #include "common/errors.h"
@@ -17,7 +18,8 @@ typedef void (*ab_http_handler)(const struct _u_request *req, struct _u_response
 
 struct ab_http_server_options {
     const char *name;      /* "api", "webhooks", "ops": in logs and metrics */
-    const char *host;      /* IPv4 address to bind; NULL or "0.0.0.0" = all */
+    const char *host;      /* IPv4 or IPv6 address to bind; NULL or "0.0.0.0" = all IPv4;
+                            * "::" = all, IPv4 clients included (as ::ffff:a.b.c.d) */
     int port;              /* 0 = an ephemeral port (tests); see ab_http_server_port */
     size_t max_body_bytes; /* a larger body is answered 413 */
     int connection_limit;
@@ -33,6 +35,11 @@ enum ab_err ab_http_server_new(const struct ab_http_server_options *opts,
 /* Adds a route; path uses ulfius' format ("/api/agents/:id"). Must precede start. */
 enum ab_err ab_http_server_route(struct ab_http_server *srv, const char *method,
                                  const char *path, ab_http_handler handler, void *ud);
+
+/* Sends every request no route matches to handler instead of answering 404; label names
+ * it in metrics (bounded: requests' paths are not labels). Must precede start. */
+void ab_http_server_fallback(struct ab_http_server *srv, const char *label,
+                             ab_http_handler handler, void *ud);
 
 /* Binds and starts serving. @returns AB_ERR_UNAVAILABLE if the port cannot be bound. */
 enum ab_err ab_http_server_start(struct ab_http_server *srv, char *errstr, size_t errstr_size);
@@ -58,8 +65,13 @@ enum ab_err ab_http_json_body(const struct _u_request *req, json_t **out, char *
 /* A request header, case-insensitive, or NULL. */
 const char *ab_http_header(const struct _u_request *req, const char *name);
 
-/* The client's address as text ("127.0.0.1"). Listeners bind IPv4 only for now: ulfius
- * copies just 16 bytes of the peer address, which truncates an IPv6 one. */
+/* The client's address, whole: ulfius copies just 16 bytes of the peer address (which cuts
+ * an IPv6 one), so this reads it from MHD instead. Call it from the handler's thread.
+ * @returns its length (sizeof sockaddr_in or sockaddr_in6), 0 when unknown. */
+socklen_t ab_http_client_addr(const struct _u_request *req, struct sockaddr_storage *out);
+
+/* The client's address as text ("127.0.0.1", "::1"; an IPv4 client of a dual-stack
+ * listener as "127.0.0.1"), or "unknown". */
 void ab_http_client_ip(const struct _u_request *req, char *out, size_t size);
 
 #endif

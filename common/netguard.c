@@ -12,20 +12,13 @@
 
 #include "common/util.h"
 
-/* One network: addr with every bit below prefix zero. IPv4 uses the first 4 bytes. */
-struct net {
-    int family; /* AF_INET or AF_INET6 */
-    unsigned char addr[16];
-    unsigned prefix;
-};
-
 struct ab_netguard {
     size_t count;
-    struct net nets[]; /* the allow list, in the order written */
+    struct ab_net nets[]; /* the allow list, in the order written */
 };
 
 struct range {
-    struct net net;
+    struct ab_net net;
     const char *reason;
 };
 
@@ -75,7 +68,7 @@ static const struct range refused_v6[] = {
 
 /* IPv6 prefixes whose addresses carry an IPv4 address at byte `offset`. */
 static const struct {
-    struct net net;
+    struct ab_net net;
     size_t offset;
 } embeds_v4[] = {
     {{AF_INET6, {[10] = 0xff, [11] = 0xff}, 96}, 12}, /* IPv4-mapped */
@@ -86,7 +79,7 @@ static const struct {
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
-static bool in_net(int family, const unsigned char *addr, const struct net *n)
+static bool in_net(int family, const unsigned char *addr, const struct ab_net *n)
 {
     if (family != n->family)
         return false;
@@ -237,7 +230,7 @@ static enum ab_err bad_entry(char *errstr, size_t errstr_size, const char *entry
 }
 
 /* Parses one entry (not NUL-terminated, len > 0) into *n. @returns NULL or why not. */
-static const char *parse_entry(const char *entry, size_t len, struct net *n)
+static const char *parse_entry(const char *entry, size_t len, struct ab_net *n)
 {
     /* The longest valid entry is a full IPv6 address in IPv4-mapped text plus "/128". */
     char buf[INET6_ADDRSTRLEN + 8];
@@ -325,4 +318,27 @@ enum ab_err ab_netguard_new(const char *allow, struct ab_netguard **out, char *e
 void ab_netguard_free(struct ab_netguard *g)
 {
     free(g);
+}
+
+const char *ab_net_parse(const char *text, struct ab_net *out)
+{
+    if (text == NULL || text[0] == '\0')
+        return "not an address or CIDR";
+    return parse_entry(text, strlen(text), out);
+}
+
+bool ab_net_contains(const struct ab_net *net, int family, const unsigned char *addr)
+{
+    return net != NULL && addr != NULL && in_net(family, addr, net);
+}
+
+int ab_address_parse(const char *text, unsigned char out[16])
+{
+    return text != NULL ? parse_address(text, out) : 0;
+}
+
+int ab_sockaddr_address(const struct sockaddr *addr, socklen_t len, unsigned char out[16])
+{
+    const char *why;
+    return sockaddr_bytes(addr, len, out, &why);
 }

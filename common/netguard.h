@@ -17,6 +17,15 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+/* One network: addr with every bit below prefix zero. IPv4 uses the first 4 bytes of addr.
+ * Other modules that match addresses against CIDRs (the incoming webhooks' allowlist) use
+ * it with the helpers at the end of this file, so there is one parser of CIDR text. */
+struct ab_net {
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    unsigned prefix;
+};
+
 /* Enough for every reason word (the longest is "documentation") and its NUL. */
 #define AB_NETGUARD_REASON_MAX 16
 
@@ -64,5 +73,24 @@ bool ab_netguard_allows_text(const struct ab_netguard *g, const char *address, c
  * for messages. out gets "?" when addr cannot be formatted (NULL, unknown family, len too
  * short, out too small for the text). */
 void ab_netguard_format(const struct sockaddr *addr, socklen_t len, char *out, size_t out_size);
+
+/* Parses one allow-list entry, a CIDR or a single address ("10.0.0.0/8", "::1"), exactly as
+ * ab_netguard_new does (inet_pton forms, a prefix of 1-3 digits, host bits masked off), into
+ * *out. @returns NULL, or a short reason it is not one ("not an address or CIDR", "bad prefix
+ * length", ...) for the caller's error message; NULL and "" are not entries. */
+const char *ab_net_parse(const char *text, struct ab_net *out);
+
+/* Whether addr (4 bytes for AF_INET, 16 for AF_INET6) is in net. Families must be equal:
+ * nothing IPv4-carrying is unwrapped here. False for NULL. */
+bool ab_net_contains(const struct ab_net *net, int family, const unsigned char *addr);
+
+/* A textual IPv4 or IPv6 address (inet_pton) into out (4 or 16 bytes used).
+ * @returns AF_INET, AF_INET6, or 0 for NULL or not an address. */
+int ab_address_parse(const char *text, unsigned char out[16]);
+
+/* The address of an AF_INET or AF_INET6 sockaddr of len bytes into out, as above
+ * (addr need not be aligned). @returns the family, or 0 for NULL, len too short, or
+ * another family. */
+int ab_sockaddr_address(const struct sockaddr *addr, socklen_t len, unsigned char out[16]);
 
 #endif

@@ -78,7 +78,7 @@ bad:
     return 0;
 }
 
-static bool id_valid(const char *id)
+bool ab_outgoing_id_valid(const char *id)
 {
     size_t n = strlen(id);
     if (n == 0 || n > AB_OUTGOING_ID_MAX)
@@ -92,7 +92,7 @@ static bool id_valid(const char *id)
     return true;
 }
 
-static bool url_valid(const char *url)
+bool ab_outgoing_url_valid(const char *url)
 {
     const char *rest;
     if (strncasecmp(url, "http://", 7) == 0)
@@ -285,7 +285,7 @@ static enum ab_err parse_endpoint(struct parse *ps, const json_t *obj, const int
     if (!json_is_object(obj))
         return fail(ps, "%s", "each endpoint must be an object");
     const char *id = json_string_value(json_object_get(obj, "id"));
-    if (id == NULL || !id_valid(id))
+    if (id == NULL || !ab_outgoing_id_valid(id))
         return fail(ps, "%s", "id must be 1 to 100 characters of A-Z a-z 0-9 . _ -");
     ps->id = id;
     ep->id = ab_xstrdup(id);
@@ -297,7 +297,7 @@ static enum ab_err parse_endpoint(struct parse *ps, const json_t *obj, const int
             continue;
         } else if (strcmp(key, "url") == 0) {
             const char *url = json_string_value(v);
-            if (url == NULL || !url_valid(url))
+            if (url == NULL || !ab_outgoing_url_valid(url))
                 return fail(ps, "%s",
                             "url must be an http:// or https:// URL without user "
                             "info or spaces");

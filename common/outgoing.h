@@ -80,6 +80,13 @@ void ab_outgoing_free(struct ab_outgoing *o);
 /* The endpoint with this id, or NULL. @ownership borrowed from o. */
 const struct ab_outgoing_endpoint *ab_outgoing_find(const struct ab_outgoing *o, const char *id);
 
+/* The rules the configuration holds an endpoint to, for whatever else names a URL to deliver
+ * to (the notifier's forwards): an id of 1-100 of [A-Za-z0-9._-]; a URL that is http:// or
+ * https://, has a host and no user info, no spaces or control characters, at most 2048
+ * bytes. */
+bool ab_outgoing_id_valid(const char *id);
+bool ab_outgoing_url_valid(const char *url);
+
 /* "message_received", ...: the names of the configuration and of payloads' "type". */
 const char *ab_outgoing_event_name(enum ab_hook_event ev);
 

@@ -22,4 +22,14 @@ enum ab_err dispatch_conversation_of_agents(PGconn *conn, const char *tenant_id,
                                             char id[AB_UUID_LEN + 1], bool *created,
                                             char *reason, size_t reason_size);
 
+/* The conversation of a webhook session with agent_id: kind 'hook', one per (tenant,
+ * session_key) where session_key is "agent:<agent id>:<the hook's session key>", so two
+ * hooks that name the same session for different agents never share a history (the form
+ * OpenClaw gives hook session keys). Upserted like the agents' pair, with *created. */
+enum ab_err dispatch_conversation_of_session(PGconn *conn, const char *tenant_id,
+                                             const char *agent_id, const char *session_key,
+                                             const char *at, const char *event_id,
+                                             char id[AB_UUID_LEN + 1], bool *created,
+                                             char *reason, size_t reason_size);
+
 #endif

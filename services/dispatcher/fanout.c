@@ -83,8 +83,9 @@ enum ab_err dispatch_fanout(struct dispatch_ctx *ctx, const struct ab_outgoing *
         struct ab_event *job = ab_event_new_derived("agentbus.notify.webhook", SOURCE, ep->id, data,
                                                     "%s:webhook:%s", ev->id, ep->id);
         ab_event_set_traceparent(job, ev->traceparent);
-        keys[n] = ab_xmalloc(strlen(ep->id) + 16);
-        sprintf(keys[n], "webhook:%s", ep->id);
+        size_t key_size = strlen(ep->id) + 16;
+        keys[n] = ab_xmalloc(key_size);
+        snprintf(keys[n], key_size, "webhook:%s", ep->id);
         jobs[n] = (struct ab_outgoing_event){.topic = AB_TOPIC_NOTIFY, .key = keys[n], .ev = job};
         n++;
     }

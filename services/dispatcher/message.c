@@ -90,10 +90,11 @@ static enum ab_err get_object(const json_t *obj, const char *name, const json_t 
     return AB_ERR_INVALID;
 }
 
-/* sender: an agent, which the routes store as sender_agent_id, or agentbus itself
- * ("system"), which has no id and is stored by its name alone; a person's message would
- * need a route of its own. A system sender with an id is refused rather than the id
- * ignored: whoever wrote it meant something the routes would silently drop. */
+/* sender: an agent, which the routes store as sender_agent_id, agentbus itself ("system")
+ * or an incoming webhook ("webhook"), which have no id and are stored by their name alone;
+ * a person's message would need a route of its own. A system or webhook sender with an id
+ * is refused rather than the id ignored: whoever wrote it meant something the routes
+ * would silently drop. */
 static enum ab_err parse_sender(const json_t *data, struct dispatch_message *m, char *reason,
                                 size_t size)
 {
@@ -105,15 +106,23 @@ static enum ab_err parse_sender(const json_t *data, struct dispatch_message *m, 
     if (err)
         return err;
     m->system_sender = strcmp(type, "system") == 0;
+    m->webhook_sender = strcmp(type, "webhook") == 0;
+    bool nameless = m->system_sender || m->webhook_sender;
     id = json_object_get(sender, "id");
-    if (!m->system_sender && strcmp(type, "agent") != 0) {
+    if (!nameless && strcmp(type, "agent") != 0) {
         snprintf(reason, size,
-                 "message.sent: data.sender.type must be \"agent\" or \"system\", not \"%.40s\"",
-                 type);
+                 "message.sent: data.sender.type must be \"agent\", \"system\" or \"webhook\", "
+                 "not \"%.40s\"", type);
         err = AB_ERR_INVALID;
-    } else if (m->system_sender && id != NULL && !json_is_null(id)) {
-        snprintf(reason, size, "message.sent: a system sender has no data.sender.id");
+    } else if (nameless && id != NULL && !json_is_null(id)) {
+        snprintf(reason, size, "message.sent: a %s sender has no data.sender.id", type);
         err = AB_ERR_INVALID;
+    } else if (m->webhook_sender) {
+        err = get_string(data, "", "session_key", true, &m->session_key, reason, size);
+        if (!err && (m->session_key[0] == '\0' || strlen(m->session_key) > 300)) {
+            snprintf(reason, size, "message.sent: data.session_key must be 1 to 300 bytes");
+            err = AB_ERR_INVALID;
+        }
     } else if (!m->system_sender) {
         err = get_uuid(sender, "sender.", "id", true, m->sender_id, reason, size);
     }
@@ -219,7 +228,8 @@ enum ab_err dispatch_message_parse(const struct ab_event *ev, struct dispatch_me
         err = parse_extras(ev->data, reason, size);
     if (err)
         return err;
-    if (!m->system_sender && m->agent_type != NULL && strcmp(m->sender_id, m->target_id) == 0) {
+    if (!m->system_sender && !m->webhook_sender && m->agent_type != NULL &&
+        strcmp(m->sender_id, m->target_id) == 0) {
         snprintf(reason, size, "message.sent: agent %s sends to itself", m->sender_id);
         return AB_ERR_INVALID;
     }
@@ -229,6 +239,10 @@ enum ab_err dispatch_message_parse(const struct ab_event *ev, struct dispatch_me
     bool sender_low = strcmp(m->sender_id, m->target_id) < 0;
     if (m->system_sender)
         snprintf(m->conversation_key, sizeof(m->conversation_key), "system:%s", m->target_id);
+    else if (m->webhook_sender) /* ab_fnv1a: the session key may be long */
+        snprintf(m->conversation_key, sizeof(m->conversation_key), "session:%s:%016llx",
+                 m->target_id, (unsigned long long)ab_fnv1a(AB_FNV1A_INIT, m->session_key,
+                                                        strlen(m->session_key)));
     else if (m->agent_type != NULL)
         snprintf(m->conversation_key, sizeof(m->conversation_key), "agents:%s:%s",
                  sender_low ? m->sender_id : m->target_id,

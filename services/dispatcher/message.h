@@ -28,6 +28,11 @@ struct dispatch_message {
      * could not be answered), only ever to an OpenClaw agent's inbox. It has no id
      * (sender_id is ""), no conversation of its own and is no turn of one. */
     bool system_sender;
+    /* sender.type "webhook": an incoming webhook's message (webhook_route.c), named by its
+     * hook, without an id. It belongs to data.session_key: to an agent, in the session's
+     * conversation (kind 'hook'). */
+    bool webhook_sender;
+    const char *session_key; /* borrowed from data; webhook senders only */
     /* Ids as lower-case text, whatever case the event used, so that keys, derived ids and
      * PostgreSQL's uuid order agree. */
     char event_id[AB_UUID_LEN + 1];
@@ -46,7 +51,8 @@ struct dispatch_message {
 /* Reads ev (an agentbus.message.sent) into m, which borrows from ev: keep ev alive.
  * @returns AB_OK, or AB_ERR_INVALID with reason naming the field and what is wrong
  * (missing, wrong type, not a UUID, unknown target type, an agent writing to itself, hops
- * out of range, a system sender writing to anyone but an OpenClaw agent). */
+ * out of range, a system sender writing to anyone but an OpenClaw agent, a webhook sender
+ * without a session_key). */
 enum ab_err dispatch_message_parse(const struct ab_event *ev, struct dispatch_message *m,
                                    char *reason, size_t reason_size);
 

@@ -61,7 +61,7 @@ static enum ab_err check_parties(PGconn *conn, const struct dispatch_message *m,
 {
     char type[PARTY_TYPE_MAX];
     enum ab_err err = AB_OK;
-    if (!m->system_sender) { /* agentbus itself is no agent of any tenant */
+    if (!m->system_sender && !m->webhook_sender) { /* neither is an agent of any tenant */
         err = party_type(conn, agent_sql, m->sender_id, m->tenant_id, type, reason, size);
         if (!err && type[0] == '\0') {
             snprintf(reason, size, "message.sent: sender agent %s does not exist in tenant %s",
@@ -111,8 +111,9 @@ static enum ab_err check_notice_conversation(PGconn *conn, const struct dispatch
 static enum ab_err write_chat_message(PGconn *conn, const struct dispatch_message *m,
                                       char *reason, size_t size)
 {
-    const char *const chat[] = { m->event_id,  m->tenant_id,   m->conversation_id,
-                                 m->sender_id, m->sender_name, m->content };
+    const char *sender_id = m->webhook_sender ? NULL : m->sender_id;
+    const char *const chat[] = { m->event_id, m->tenant_id,   m->conversation_id,
+                                 sender_id,   m->sender_name, m->content };
     return ab_db_exec(conn,
                       "INSERT INTO chat_messages (id, tenant_id, conversation_id, role,"
                       " sender_agent_id, sender_name, content)"
@@ -131,7 +132,7 @@ static enum ab_err write_chat_message(PGconn *conn, const struct dispatch_messag
 static enum ab_err write_inbox(PGconn *conn, const struct dispatch_message *m, char *reason,
                                size_t size)
 {
-    const char *sender_id = m->system_sender ? NULL : m->sender_id;
+    const char *sender_id = m->system_sender || m->webhook_sender ? NULL : m->sender_id;
     const char *conversation_id = m->conversation_id[0] ? m->conversation_id : NULL;
     const char *const inbox[] = { m->event_id, m->tenant_id,   m->target_id,
                                   sender_id,   m->sender_name, conversation_id,
@@ -152,7 +153,11 @@ static enum ab_err write_route(PGconn *conn, const struct ab_consumed *msg,
                                struct dispatch_message *m, char *reason, size_t size)
 {
     enum ab_err err = dispatch_journal(conn, msg, reason, size);
-    if (!err && m->agent_type != NULL && !m->system_sender)
+    if (!err && m->agent_type != NULL && m->webhook_sender)
+        err = dispatch_conversation_of_session(conn, m->tenant_id, m->target_id, m->session_key,
+                                               msg->event->time, m->event_id, m->conversation_id,
+                                               &m->conversation_created, reason, size);
+    else if (!err && m->agent_type != NULL && !m->system_sender)
         err = dispatch_conversation_of_agents(conn, m->tenant_id, m->sender_id, m->target_id,
                                               msg->event->time, m->event_id, m->conversation_id,
                                               &m->conversation_created, reason,
@@ -206,9 +211,7 @@ static enum ab_err publish(struct dispatch_ctx *ctx, const struct ab_event *in,
     ab_event_set_traceparent(ev, in->traceparent);
     enum ab_err err = ab_producer_send_event(ctx->svc->producer, topic, key, ev, reason, size);
     ab_event_free(ev);
-    if (err == AB_OK || err == AB_ERR_INVALID || err == AB_ERR_TOO_LARGE)
-        return err;
-    return ab_err_is_retriable(err) ? err : AB_ERR_UNAVAILABLE;
+    return dispatch_kafka_outcome(err);
 }
 
 /* A shallow copy of the message's data plus one field (the copy shares the values). */
@@ -245,10 +248,13 @@ static enum ab_err publish_all(struct dispatch_ctx *ctx, const struct ab_event *
     if (!err && m->conversation_created) {
         /* A session (outgoing webhooks' session_started) is a conversation's first message. */
         json_t *started = json_pack("{s:s, s:s, s:s, s:s, s:[O,O]}", "tenant_id", m->tenant_id,
-                                    "conversation_id", conv, "kind", "agent_agent",
+                                    "conversation_id", conv, "kind",
+                                    m->webhook_sender ? "hook" : "agent_agent",
                                     "first_message_event_id", m->event_id, "agents",
                                     json_object_get(m->data, "sender"),
                                     json_object_get(m->data, "target"));
+        if (started != NULL && m->webhook_sender)
+            json_object_set_new(started, "session_key", json_string(m->session_key));
         err = publish(ctx, in, m, AB_TOPIC_EVENTS, "agentbus.session.started", "session_started",
                       m->conversation_key, started, reason, size);
     }

@@ -15,6 +15,7 @@
 #include "common/metrics.h"
 #include "services/dispatcher/fanout.h"
 #include "services/dispatcher/message_route.h"
+#include "services/dispatcher/webhook_route.h"
 
 #define DB_WAIT_MS 5000
 
@@ -34,6 +35,13 @@ void dispatch_init(struct dispatch_ctx *ctx, struct ab_service *svc)
 enum ab_err dispatch_db_outcome(enum ab_err err)
 {
     return err == AB_OK || err == AB_ERR_INVALID ? err : AB_ERR_UNAVAILABLE;
+}
+
+enum ab_err dispatch_kafka_outcome(enum ab_err err)
+{
+    if (err == AB_OK || err == AB_ERR_INVALID || err == AB_ERR_TOO_LARGE)
+        return err;
+    return ab_err_is_retriable(err) ? err : AB_ERR_UNAVAILABLE;
 }
 
 enum ab_err dispatch_journal(PGconn *conn, const struct ab_consumed *msg, char *reason,
@@ -60,9 +68,8 @@ enum ab_err dispatch_journal(PGconn *conn, const struct ab_consumed *msg, char *
     return err;
 }
 
-/* Any event that is not a message: the journal entry is all there is to do. */
-static enum ab_err journal_only(struct dispatch_ctx *ctx, const struct ab_consumed *msg,
-                                char *reason, size_t size)
+enum ab_err dispatch_journal_only(struct dispatch_ctx *ctx, const struct ab_consumed *msg,
+                                  char *reason, size_t size)
 {
     PGconn *conn = NULL;
     enum ab_err err = ab_db_acquire(ctx->svc->db, DB_WAIT_MS, &conn, reason, size);
@@ -81,7 +88,9 @@ enum ab_err dispatch_handle(void *ud, const struct ab_consumed *msg, char *reaso
         return dispatch_fanout(ctx, ctx->outgoing, msg, reason, size); /* not journaled */
     enum ab_err err = strcmp(ev->type, DISPATCH_MESSAGE_SENT) == 0
                           ? dispatch_message_sent(ctx, msg, reason, size)
-                          : journal_only(ctx, msg, reason, size);
+                      : strcmp(ev->type, DISPATCH_WEBHOOK_RECEIVED) == 0
+                          ? dispatch_webhook_received(ctx, msg, reason, size)
+                          : dispatch_journal_only(ctx, msg, reason, size);
     ab_metric_inc(ctx->m_events, (const char *const[]){ err ? ab_err_name(err) : "journaled", NULL },
                   1);
     if (err == AB_OK)

@@ -33,8 +33,18 @@ enum ab_err dispatch_handle(void *ud, const struct ab_consumed *msg, char *reaso
 enum ab_err dispatch_journal(PGconn *conn, const struct ab_consumed *msg, char *reason,
                              size_t reason_size);
 
+/* The journal entry alone, on a connection of its own: for an event that is not a message,
+ * all there is to do; for a webhook's, the last step once it is routed. */
+enum ab_err dispatch_journal_only(struct dispatch_ctx *ctx, const struct ab_consumed *msg,
+                                  char *reason, size_t reason_size);
+
 /* Bad data is final (dead-lettered); anything else PostgreSQL reports (server gone, a lock
  * wait that timed out, a deploy without the table yet) may heal, so the event waits. */
 enum ab_err dispatch_db_outcome(enum ab_err err);
+
+/* What a failed produce means for the event being handled: Kafka refusing the produced
+ * event as such (too large, invalid) is final, like bad data; anything else may heal and
+ * is retried. */
+enum ab_err dispatch_kafka_outcome(enum ab_err err);
 
 #endif

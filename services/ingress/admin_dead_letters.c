@@ -112,7 +112,7 @@ static enum ab_err replay_where(struct ingress_admin *admin, const char *where, 
         err = ab_db_exec(conn, sql, nparams, params, &res, errstr, size);
     for (int r = 0; !err && r < PQntuples(res); r++) {
         const char *id = PQgetvalue(res, r, 0);
-        int replay = atoi(PQgetvalue(res, r, 3));
+        int replay = (int)strtol(PQgetvalue(res, r, 3), NULL, 10);
         err = publish_replay(admin, id, PQgetvalue(res, r, 1), PQgetvalue(res, r, 2), replay,
                              errstr, size);
         snprintf(number, sizeof(number), "%d", replay);
@@ -213,7 +213,7 @@ static void purge(const struct _u_request *req, struct _u_response *resp, void *
         ab_http_error(resp, err, "%s", errstr);
         return;
     }
-    ab_http_json(resp, 200, json_pack("{s:i}", "purged", atoi(PQgetvalue(res, 0, 0))));
+    ab_http_json(resp, 200, json_pack("{s:I}", "purged", (json_int_t)strtoll(PQgetvalue(res, 0, 0), NULL, 10)));
     PQclear(res);
 }
 

@@ -55,7 +55,7 @@ struct llmw_job {
     /* Loaded by PREPARE. */
     char agent_name[LLMW_NAME_MAX];
     char sender_name[LLMW_NAME_MAX]; /* the sender's name now, else the message's */
-    char sender_type[16];            /* "openclaw", "native", or "" when it is gone */
+    char sender_type[16];            /* "openclaw", "native", "webhook"; "" when gone */
     bool has_conversation;           /* the conversation row exists */
     struct llmw_model models[LLMW_MODELS_MAX];
     size_t model_count;

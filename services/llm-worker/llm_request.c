@@ -33,6 +33,38 @@ static enum ab_err get_text(const json_t *obj, const char *where, const char *na
     return AB_OK;
 }
 
+/* The sender: an agent (its id and name), or an incoming webhook (its name and optional
+ * hook_id). A webhook has no id: one given is refused rather than ignored, whoever wrote it
+ * meant an agent the worker would silently drop. A null id is none, as the dispatcher
+ * reads it (its parse_sender), so what it routes is never dead-lettered here. */
+static enum ab_err get_sender(const json_t *sender, const char *type, struct llmw_request *r,
+                              char *reason, size_t size)
+{
+    enum ab_err err;
+    if (strcmp(type, "agent") == 0) {
+        r->sender_kind = LLMW_SENDER_AGENT;
+        err = get_uuid(sender, "sender.", "id", r->sender_id, reason, size);
+        if (!err)
+            err = get_text(sender, "sender.", "name", &r->sender_name, reason, size);
+        return err;
+    }
+    if (strcmp(type, "webhook") != 0) {
+        snprintf(reason, size, "llm.request: data.sender.type must be \"agent\" or \"webhook\"");
+        return AB_ERR_INVALID;
+    }
+    r->sender_kind = LLMW_SENDER_WEBHOOK;
+    const json_t *id = json_object_get(sender, "id");
+    if (id != NULL && !json_is_null(id)) {
+        snprintf(reason, size, "llm.request: data.sender.id must be absent for a webhook sender");
+        return AB_ERR_INVALID;
+    }
+    err = get_text(sender, "sender.", "name", &r->sender_name, reason, size);
+    const json_t *hook_id = json_object_get(sender, "hook_id");
+    if (!err && hook_id != NULL && !json_is_null(hook_id))
+        err = get_text(sender, "sender.", "hook_id", &r->hook_id, reason, size);
+    return err;
+}
+
 enum ab_err llmw_request_parse(const struct ab_event *ev, struct llmw_request *r, char *reason,
                                size_t size)
 {
@@ -57,14 +89,8 @@ enum ab_err llmw_request_parse(const struct ab_event *ev, struct llmw_request *r
         err = get_uuid(data, "", "message_event_id", r->message_event_id, reason, size);
     if (!err)
         err = get_text(sender, "sender.", "type", &type, reason, size);
-    if (!err && strcmp(type, "agent") != 0) {
-        snprintf(reason, size, "llm.request: data.sender.type must be \"agent\"");
-        err = AB_ERR_INVALID;
-    }
     if (!err)
-        err = get_uuid(sender, "sender.", "id", r->sender_id, reason, size);
-    if (!err)
-        err = get_text(sender, "sender.", "name", &r->sender_name, reason, size);
+        err = get_sender(sender, type, r, reason, size);
     if (!err)
         err = get_uuid(target, "target.", "id", r->target_id, reason, size);
     if (!err)

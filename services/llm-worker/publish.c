@@ -107,6 +107,15 @@ static json_t *party(const char *id, const char *name, const char *type)
     return o;
 }
 
+/* A webhook sender as the message named it: no id, its hook_id when it had one. */
+static json_t *webhook_party(const struct llmw_request *r, const char *name)
+{
+    json_t *o = json_pack("{s:s, s:s}", "type", "webhook", "name", name);
+    if (r->hook_id != NULL)
+        json_object_set_new(o, "hook_id", json_string(r->hook_id));
+    return o;
+}
+
 /* The fields every event of the request shares. */
 static json_t *common_data(const struct llmw_job *job, PGresult *res)
 {
@@ -115,21 +124,26 @@ static json_t *common_data(const struct llmw_job *job, PGresult *res)
                              r->event_id, "message_event_id", r->message_event_id);
     json_object_set_new(data, "conversation_id", col(res, COL_CONVERSATION, 's'));
     json_object_set_new(data, "agent", party(r->target_id, text(res, COL_AGENT_NAME), NULL));
-    json_object_set_new(data, "sender", party(r->sender_id, text(res, COL_SENDER_NAME),
-                                              text(res, COL_SENDER_TYPE)));
+    json_object_set_new(data, "sender",
+                        r->sender_kind == LLMW_SENDER_WEBHOOK
+                            ? webhook_party(r, text(res, COL_SENDER_NAME))
+                            : party(r->sender_id, text(res, COL_SENDER_NAME),
+                                    text(res, COL_SENDER_TYPE)));
     json_object_set_new(data, "hops", col(res, COL_HOPS, 'i'));
     return data;
 }
 
 /* The reply, an agentbus.message.sent from the native agent to the sender. It needs its
- * turn (gone only with a deleted conversation) and a sender that still exists.
- * @returns its index in b, or -1 when there is none. */
+ * turn (gone only with a deleted conversation) and a sender agent that still exists: a
+ * webhook's message is answered in the record and agentbus.agent_response only, as there
+ * is nobody to send a reply to. @returns its index in b, or -1 when there is none. */
 static int add_reply(struct batch *b, const struct llmw_job *job, PGresult *res)
 {
     const struct llmw_request *r = &job->req;
     const char *content = text(res, COL_CONTENT);
     const char *sender_type = text(res, COL_SENDER_TYPE);
-    if (content == NULL || sender_type == NULL || sender_type[0] == '\0')
+    if (content == NULL || sender_type == NULL ||
+        (strcmp(sender_type, "openclaw") != 0 && strcmp(sender_type, "native") != 0))
         return -1;
     char target_type[32];
     snprintf(target_type, sizeof(target_type), "%s_agent", sender_type);
@@ -181,7 +195,8 @@ static void add_notice(struct batch *b, const struct llmw_job *job, PGresult *re
         data);
 }
 
-/* agentbus.error with the outcome, and to an OpenClaw sender of a failed request the notice.
+/* agentbus.error with the outcome, and to an OpenClaw sender of a failed request the notice
+ * (a native agent reads no inbox, a webhook has none).
  * code and message (taken): the row's, or (a reply Kafka refused) what went wrong instead. */
 static void add_error(struct batch *b, const struct llmw_job *job, PGresult *res,
                       const char *status, json_t *code, json_t *message)

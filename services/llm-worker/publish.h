@@ -6,6 +6,7 @@
  *             agentbus.ingress, routed like any message (an OpenClaw sender finds it in its
  *             next poll, a native one answers it: hops + 1); then agentbus.agent_response
  *             on agentbus.events with the model, latency, time to first token and usage.
+ *             A webhook's message (no agent sent it) gets agentbus.agent_response only.
  *   failed    agentbus.error on agentbus.events with the cause and every call made, and,
  *             to an OpenClaw sender, a short system notice in its inbox. Never a reply.
  *   skipped   agentbus.error (hop limit reached, sender gone); no notice.

@@ -62,11 +62,11 @@ static void read_model(PGresult *res, int row, struct llmw_model *m)
     m->base_url = ab_xstrdup(PQgetvalue(res, row, 6));
     m->model = ab_xstrdup(PQgetvalue(res, row, 7));
     m->api_key = ab_xstrdup(PQgetvalue(res, row, 8));
-    m->connect_timeout_ms = atol(PQgetvalue(res, row, 9));
-    m->first_token_timeout_ms = atol(PQgetvalue(res, row, 10));
-    m->idle_timeout_ms = atol(PQgetvalue(res, row, 11));
-    m->total_timeout_ms = atol(PQgetvalue(res, row, 12));
-    m->max_concurrency = atoi(PQgetvalue(res, row, 13));
+    m->connect_timeout_ms = strtol(PQgetvalue(res, row, 9), NULL, 10);
+    m->first_token_timeout_ms = strtol(PQgetvalue(res, row, 10), NULL, 10);
+    m->idle_timeout_ms = strtol(PQgetvalue(res, row, 11), NULL, 10);
+    m->total_timeout_ms = strtol(PQgetvalue(res, row, 12), NULL, 10);
+    m->max_concurrency = (int)strtol(PQgetvalue(res, row, 13), NULL, 10);
     m->stream = strcmp(PQgetvalue(res, row, 14), "t") == 0;
 }
 
@@ -97,9 +97,16 @@ static enum ab_err load_agent(PGconn *conn, struct llmw_job *job, char **role, c
     return AB_OK;
 }
 
+/* The sender's name and type as they are now. A webhook is no row of agents: its name is
+ * the message's and its type "webhook", never "" (which would mean an agent deleted since). */
 static enum ab_err load_sender(PGconn *conn, struct llmw_job *job, char *reason, size_t size)
 {
     PGresult *res = NULL;
+    if (job->req.sender_kind == LLMW_SENDER_WEBHOOK) {
+        snprintf(job->sender_name, sizeof(job->sender_name), "%s", job->req.sender_name);
+        snprintf(job->sender_type, sizeof(job->sender_type), "webhook");
+        return AB_OK;
+    }
     const char *const params[] = { job->req.sender_id, job->req.tenant_id };
     enum ab_err err = ab_db_exec(conn,
                                  "SELECT name, type FROM agents WHERE id = $1 AND tenant_id = $2",
@@ -116,14 +123,19 @@ static enum ab_err load_sender(PGconn *conn, struct llmw_job *job, char *reason,
 
 /* The message as the conversation's user turn, under the message's own event id, so it is
  * in the history once however often it is answered (and not at all when the dispatcher
- * wrote it first). A conversation deleted meanwhile is reported, not an error. */
+ * wrote it first). A webhook's turn has no sender agent, only the webhook's name. A
+ * conversation deleted meanwhile is reported, not an error. */
 static enum ab_err store_user_turn(PGconn *conn, struct llmw_job *job, char *reason,
                                    size_t size)
 {
     PGresult *res = NULL;
     const struct llmw_request *r = &job->req;
-    const char *const params[] = { r->message_event_id, r->tenant_id, r->conversation_id,
-                                   r->sender_id, r->sender_name, r->content };
+    const char *const params[] = { r->message_event_id,
+                                   r->tenant_id,
+                                   r->conversation_id,
+                                   r->sender_kind == LLMW_SENDER_AGENT ? r->sender_id : NULL,
+                                   r->sender_name,
+                                   r->content };
     enum ab_err err = ab_db_exec(conn,
                                  "WITH conv AS (SELECT id FROM conversations"
                                  " WHERE id = $3 AND tenant_id = $2 FOR KEY SHARE),"
@@ -169,6 +181,7 @@ static enum ab_err load_prompt(PGconn *conn, const struct llmw_store_settings *s
         .agent_name = job->agent_name,
         .role_description = role,
         .sender_name = job->sender_name,
+        .from_webhook = job->req.sender_kind == LLMW_SENDER_WEBHOOK,
         .history = turns,
         .history_count = (size_t)n,
         .content = job->req.content,
@@ -203,6 +216,8 @@ enum ab_err llmw_store_prepare(PGconn *conn, const struct llmw_store_settings *s
         set_outcome(job, LLMW_SKIPPED, "sender_not_found",
                     "sender %s no longer exists: nobody to answer", job->req.sender_id);
     } else if (strcmp(job->sender_type, "native") == 0 && job->req.hops >= s->max_hops) {
+        /* Only a native agent's message can be an answer to an answer: an OpenClaw
+         * agent's or a webhook's starts a chain (it comes at hops 0) and is never stopped. */
         set_outcome(job, LLMW_SKIPPED, "hop_limit_reached",
                     "%d answers led to this message (llm_worker.max_hops %d)", job->req.hops,
                     s->max_hops);
@@ -286,7 +301,7 @@ enum ab_err llmw_store_record(PGconn *conn, const struct llmw_job *job, char *re
             ? NULL
             : r->target_id,
         job->agent_name,
-        job->sender_type[0] ? r->sender_id : NULL,
+        job->sender_type[0] && r->sender_kind == LLMW_SENDER_AGENT ? r->sender_id : NULL,
         job->sender_name[0] ? job->sender_name : r->sender_name,
         job->sender_type,
         hops,

@@ -239,9 +239,20 @@ static void *db_thread(void *arg)
 }
 
 /* A conversation's key as the dispatcher gives it (docs/events.md), from the ids: the reply
- * travels in the conversation's order whatever key the request came with. */
-static void conversation_key(const struct llmw_request *r, char out[LLMW_KEY_MAX])
+ * travels in the conversation's order whatever key the request came with. A webhook's
+ * conversation has no pair of agents, and no reply: its events keep the key the request came
+ * with (the dispatcher's key of that conversation), or the conversation's id without one. */
+static void conversation_key(const struct llmw_request *r, const struct ab_consumed *msg,
+                             char out[LLMW_KEY_MAX])
 {
+    if (r->sender_kind == LLMW_SENDER_WEBHOOK) {
+        if (msg->key != NULL && msg->key_len > 0 && msg->key_len < LLMW_KEY_MAX &&
+            memchr(msg->key, '\0', msg->key_len) == NULL)
+            snprintf(out, LLMW_KEY_MAX, "%.*s", (int)msg->key_len, (const char *)msg->key);
+        else
+            snprintf(out, LLMW_KEY_MAX, "conversation:%s", r->conversation_id);
+        return;
+    }
     bool sender_low = strcmp(r->sender_id, r->target_id) < 0;
     snprintf(out, LLMW_KEY_MAX, "agents:%s:%s", sender_low ? r->sender_id : r->target_id,
              sender_low ? r->target_id : r->sender_id);
@@ -263,7 +274,7 @@ void llmw_worker_start_job(void *ud, struct ab_consumer_job *cj)
         return;
     }
     job->traceparent = msg->event->traceparent;
-    conversation_key(&job->req, job->key);
+    conversation_key(&job->req, msg, job->key);
     enqueue(w, job);
 }
 

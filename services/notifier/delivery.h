@@ -6,7 +6,14 @@
  * (`agentbus.notify.feishu` or `agentbus.notify.webhook`). Its id is the delivery id: the
  * webhook-id an outgoing webhook carries on every attempt, the seed of a Feishu send's
  * uuid, the key of its attempt rows and of its dead letter. A retry is an
- * `agentbus.notify.retry` event wrapping the job with the attempt number it is for. */
+ * `agentbus.notify.retry` event wrapping the job with the attempt number it is for.
+ *
+ * A webhook job goes to a configured outgoing endpoint ("endpoint_id"), or is a forward
+ * ("forward": an incoming webhook's body sent on to the URL its handler names): the job
+ * then carries its own endpoint, built for the delivery and owned by it, so everything
+ * that follows (signing, the SSRF guard, the breaker, retries, dead letters, replays) is
+ * the same for both. Its id, "forward:<hook id>", cannot be a configured endpoint's (a
+ * colon is not allowed there). */
 #ifndef NOTIFY_DELIVERY_H
 #define NOTIFY_DELIVERY_H
 
@@ -25,6 +32,10 @@
 #define NOTIFY_TYPE_WEBHOOK "agentbus.notify.webhook"
 #define NOTIFY_TYPE_RETRY   "agentbus.notify.retry"
 #define NOTIFY_EXCERPT_MAX  512
+#define NOTIFY_CHAT_ID_MAX  128 /* a Feishu chat id: oc_..., [A-Za-z0-9_-] */
+/* A forward's timeout_ms, as an endpoint's timeoutMs. */
+#define NOTIFY_FORWARD_TIMEOUT_MIN_MS 100
+#define NOTIFY_FORWARD_TIMEOUT_MAX_MS 300000
 
 enum notify_kind { NOTIFY_FEISHU = 0, NOTIFY_WEBHOOK };
 
@@ -57,17 +68,22 @@ struct notify_delivery {
     bool about_outcome;  /* the job is about a delivery outcome: its own is not fanned out */
 
     enum notify_kind kind;
-    char destination[160]; /* "webhook:<endpoint id>", "feishu:<member id>" */
+    /* "webhook:<endpoint id>", "forward:<hook id>", "feishu:<member id>",
+     * "feishu:chat:<chat id>" */
+    char destination[160];
     char tenant_id[AB_UUID_LEN + 1];
     char event_type[48]; /* webhook: the outgoing event name */
 
-    /* webhook */
-    const struct ab_outgoing_endpoint *endpoint; /* borrowed from the notifier's config */
-    char *body;                                  /* the payload, as sent */
+    /* webhook: the endpoint, borrowed from the notifier's config, or for a forward the
+     * delivery's own (forward, owned, freed with it) */
+    const struct ab_outgoing_endpoint *endpoint;
+    struct ab_outgoing_endpoint *forward;
+    char *body; /* the payload, as sent */
     size_t body_len;
 
-    /* feishu, filled by prepare */
+    /* feishu: a person (member_id) or a group chat (chat_id); the rest filled by prepare */
     char member_id[AB_UUID_LEN + 1];
+    char chat_id[NOTIFY_CHAT_ID_MAX + 1];
     char *app_id, *app_secret, *base_url;
     char *user_id, *open_id;
     char *text;
@@ -91,19 +107,34 @@ struct notify_delivery {
     char message_id[80];      /* feishu: Feishu's message id */
 };
 
-/* Reads a job event (from agentbus.notify) into d: kind, destination, tenant, and for a
- * webhook its endpoint (looked up in outgoing) and payload. attempt is set to 1.
+/* What reading a job takes from the notifier's configuration (all borrowed). */
+struct notify_job_config {
+    const struct ab_outgoing *outgoing; /* the configured endpoints */
+    /* A forward's retry schedule (notifier.retry_schedule_ms; copied into its endpoint)
+     * and its timeout when the job names none (notifier.request_timeout_ms). */
+    const int64_t *default_schedule_ms;
+    size_t default_schedule_len;
+    long default_timeout_ms;
+};
+
+/* Reads a job event (from agentbus.notify) into d: kind, destination, tenant; for a webhook
+ * its endpoint (looked up in the configuration, or built from the job's forward) and
+ * payload; for Feishu the member or the chat. attempt is set to 1.
  * @returns AB_OK; AB_ERR_INVALID (a malformed job: reason says why, it is dead-lettered);
  *          AB_ERR_NOT_FOUND for a webhook whose endpoint is no longer configured. */
 enum ab_err notify_delivery_from_job(struct notify_delivery *d, const struct ab_event *ev,
-                                     const char *key, const struct ab_outgoing *outgoing,
+                                     const char *key, const struct notify_job_config *cfg,
                                      char *reason, size_t reason_size);
 
 /* Reads a retry event: the job it wraps (as notify_delivery_from_job), the attempt it is
  * for, and *due_ms, when it is due (wall clock). */
 enum ab_err notify_delivery_from_retry(struct notify_delivery *d, const struct ab_event *ev,
-                                       const struct ab_outgoing *outgoing, int64_t *due_ms,
+                                       const struct notify_job_config *cfg, int64_t *due_ms,
                                        char *reason, size_t reason_size);
+
+/* The id a webhook delivery's endpoint goes by in dead letters, endpoint state, outcome
+ * events and metrics: the configured endpoint's id, or "forward:<hook id>". */
+const char *notify_delivery_endpoint_id(const struct notify_delivery *d);
 
 /* The retry event that carries d's next try: attempt + 1 for RETRY, the same attempt for
  * DEFERRED, due at d->next_due_ms. Its id is derived from the delivery id, the attempt and

@@ -41,7 +41,7 @@ struct app {
     int64_t blocked_until;
 };
 
-/* A destination: an endpoint or a person. */
+/* A destination: an endpoint (or a forward), a person or a chat. */
 struct dest {
     struct dest *hnext; /* hash chain */
     struct dest *anext; /* active list: has queued deliveries */
@@ -350,7 +350,10 @@ static void webhook_done(struct notify_engine *e, struct call *c,
         snprintf(code_s, sizeof(code_s), "http_%ld", c->status);
         notify_delivery_set_error(d, code_s, "%s answered HTTP %ld", what, c->status);
         if (c->status == 410) {
-            d->endpoint_gone = true; /* Standard Webhooks: the receiver wants no more */
+            /* Standard Webhooks: the receiver wants no more. A configured endpoint is
+             * disabled; a forward has no endpoint to disable (its URL is the handler's
+             * configuration), so only this delivery ends. */
+            d->endpoint_gone = d->forward == NULL;
             d->outcome = NOTIFY_FAILED;
         } else {
             breaker_failure(e, dest, d, c->probe);
@@ -609,7 +612,9 @@ static void feishu_send(struct notify_engine *e, struct dest *dest, struct notif
                         struct app *a)
 {
     struct call *c = ab_xcalloc(1, sizeof(*c));
-    bool by_open_id = d->user_id == NULL || d->tried_open_id;
+    bool to_chat = d->chat_id[0] != '\0';
+    bool by_open_id = !to_chat && (d->user_id == NULL || d->tried_open_id);
+    const char *receive_id = to_chat ? d->chat_id : by_open_id ? d->open_id : d->user_id;
     char url[2300], auth[4200];
     const char *headers[] = {"Content-Type: application/json; charset=utf-8", auth, NULL};
 
@@ -621,11 +626,13 @@ static void feishu_send(struct notify_engine *e, struct dest *dest, struct notif
     c->retry_after_ms = c->ratelimit_reset_ms = -1;
     c->token_gen = a->token_gen;
     snprintf(d->receive_id_type, sizeof(d->receive_id_type), "%s",
-             by_open_id ? "open_id" : "user_id");
+             to_chat      ? "chat_id"
+             : by_open_id ? "open_id"
+                          : "user_id");
     snprintf(url, sizeof(url), "%s/open-apis/im/v1/messages?receive_id_type=%s", a->base_url,
              d->receive_id_type);
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", a->token);
-    char *body = notify_feishu_send_body(by_open_id ? d->open_id : d->user_id, d->text, d->uuid);
+    char *body = notify_feishu_send_body(receive_id, d->text, d->uuid);
     dest->in_flight++;
     start_call(e, c, "POST", url, headers, body, e->o.request_timeout_ms);
     free(body);
@@ -721,7 +728,7 @@ static void pump(struct notify_engine *e, struct dest *dest, int64_t now, int64_
             webhook_send(e, dest, pop(dest));
             continue;
         }
-        /* Feishu: one at a time per person, within the person's and the app's rates. */
+        /* Feishu: one at a time per person (or chat), within its and the app's rates. */
         if (dest->in_flight > 0)
             return;
         struct app *a = app_of(e, d);

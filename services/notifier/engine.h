@@ -3,8 +3,9 @@
  * delivery comes in and leaves with its attempt's outcome:
  *
  *  - each destination has a queue: an outgoing endpoint takes up to endpoint_concurrency
- *    requests at once; a person on Feishu one at a time (so their messages arrive in
- *    order), at most feishu_user_rate per second, and an app feishu_app_rate per second;
+ *    requests at once (a forward's "forward:<hook id>" is one endpoint); a person or a
+ *    group chat on Feishu one at a time (so their messages arrive in order), at most
+ *    feishu_user_rate per second, and an app feishu_app_rate per second;
  *  - outgoing webhooks are signed per Standard Webhooks at each attempt (webhook-id is the
  *    delivery id; the timestamp is the attempt's), sent without following redirects, with
  *    the request's address checked by the SSRF guard;

@@ -39,49 +39,198 @@ static enum ab_err bad(char *reason, size_t size, const char *type, const char *
     return AB_ERR_INVALID;
 }
 
-/* A Feishu job: the message.sent data the dispatcher routed to a member. */
+/* A Feishu group chat's id (oc_...): what Feishu's ids are made of, and no more, since it
+ * goes into a destination, a uuid's name and a request body. */
+static bool chat_id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > NOTIFY_CHAT_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* A Feishu job: the message.sent data the dispatcher routed to a member, or a message a
+ * webhook handler sends to a group chat (target.type "chat"; no type is a member). */
 static enum ab_err read_feishu(struct notify_delivery *d, const json_t *data, char *reason,
                                size_t size)
 {
-    const char *member = str_at(data, "target", "id");
+    const char *type = str_at(data, "target", "type");
+    const char *target = str_at(data, "target", "id");
     const char *tenant = str_at(data, "tenant_id", NULL);
     const char *content = str_at(data, "content", NULL);
+    bool chat = type != NULL && strcmp(type, "chat") == 0;
 
-    if (member == NULL || !ab_uuid_valid(member))
+    if (type != NULL && !chat && strcmp(type, "member") != 0)
+        return bad(reason, size, NOTIFY_TYPE_FEISHU,
+                   "data.target.type must be \"member\" or \"chat\"");
+    if (chat && (target == NULL || !chat_id_valid(target)))
+        return bad(reason, size, NOTIFY_TYPE_FEISHU,
+                   "data.target.id must be a chat id (1 to 128 of A-Z a-z 0-9 _ -)");
+    if (!chat && (target == NULL || !ab_uuid_valid(target)))
         return bad(reason, size, NOTIFY_TYPE_FEISHU, "data.target.id must be a member's UUID");
     if (tenant == NULL || !ab_uuid_valid(tenant))
         return bad(reason, size, NOTIFY_TYPE_FEISHU, "data.tenant_id must be a UUID");
     if (content == NULL || content[0] == '\0')
         return bad(reason, size, NOTIFY_TYPE_FEISHU, "data.content must be a non-empty string");
     d->kind = NOTIFY_FEISHU;
-    snprintf(d->member_id, sizeof(d->member_id), "%s", member);
     snprintf(d->tenant_id, sizeof(d->tenant_id), "%s", tenant);
-    snprintf(d->destination, sizeof(d->destination), "feishu:%s", member);
+    if (chat) {
+        snprintf(d->chat_id, sizeof(d->chat_id), "%s", target);
+        snprintf(d->destination, sizeof(d->destination), "feishu:chat:%s", target);
+    } else {
+        snprintf(d->member_id, sizeof(d->member_id), "%s", target);
+        snprintf(d->destination, sizeof(d->destination), "feishu:%s", target);
+    }
     /* Feishu keeps a uuid for an hour and posts a message for it at most once: derived
-     * from the delivery and the person, every attempt of this delivery carries the same
+     * from the delivery and the receiver, every attempt of this delivery carries the same
      * one, and a send that timed out after Feishu took it cannot post twice. */
-    char name[2 * AB_UUID_LEN + 16];
-    snprintf(name, sizeof(name), "feishu:%s:%s", d->id, member);
+    char name[AB_UUID_LEN + NOTIFY_CHAT_ID_MAX + 32];
+    if (chat)
+        snprintf(name, sizeof(name), "feishu:%s:chat:%s", d->id, target);
+    else
+        snprintf(name, sizeof(name), "feishu:%s:%s", d->id, target);
     ab_uuid_derive(name, d->uuid);
     return AB_OK;
 }
 
-/* An outgoing webhook job: the dispatcher's fan-out of one event to one endpoint. */
+static void forward_free(struct ab_outgoing_endpoint *ep)
+{
+    if (ep == NULL)
+        return;
+    free(ep->id);
+    free(ep->url);
+    free(ep->method);
+    for (size_t i = 0; i < ep->secret_count; i++)
+        free(ep->secrets[i]);
+    free(ep->schedule);
+    free(ep);
+}
+
+/* A forward's endpoint, from data.forward: {"hook_id", "url", "method"?, "secret"?,
+ * "timeout_ms"?}, held to an endpoint's rules (common/outgoing.c). Unknown fields are
+ * refused, as in the configuration: a misspelt "secret" must not send the body unsigned. */
+static enum ab_err read_forward(struct notify_delivery *d, const json_t *fwd,
+                                const struct notify_job_config *cfg, char *reason, size_t size)
+{
+    const char *hook = NULL, *url = NULL, *method = "POST", *secret = NULL;
+    long timeout = cfg != NULL ? cfg->default_timeout_ms : 15000;
+    const char *key;
+    json_t *v;
+
+    if (!json_is_object(fwd))
+        return bad(reason, size, NOTIFY_TYPE_WEBHOOK, "data.forward must be an object");
+    json_object_foreach((json_t *)fwd, key, v)
+    {
+        if (strcmp(key, "hook_id") == 0) {
+            hook = json_string_value(v);
+            if (hook == NULL || !ab_outgoing_id_valid(hook))
+                return bad(reason, size, NOTIFY_TYPE_WEBHOOK,
+                           "data.forward.hook_id must be 1 to 100 of A-Z a-z 0-9 . _ -");
+        } else if (strcmp(key, "url") == 0) {
+            url = json_string_value(v);
+            if (url == NULL || !ab_outgoing_url_valid(url))
+                return bad(reason, size, NOTIFY_TYPE_WEBHOOK,
+                           "data.forward.url must be an http:// or https:// URL without user "
+                           "info or spaces");
+        } else if (strcmp(key, "method") == 0) {
+            method = json_string_value(v);
+            if (method == NULL || (strcmp(method, "POST") != 0 && strcmp(method, "PUT") != 0))
+                return bad(reason, size, NOTIFY_TYPE_WEBHOOK,
+                           "data.forward.method must be POST or PUT");
+        } else if (strcmp(key, "secret") == 0) {
+            if (json_is_null(v))
+                continue;
+            secret = json_string_value(v);
+            if (secret == NULL || !ab_webhook_secret_valid(secret))
+                return bad(reason, size, NOTIFY_TYPE_WEBHOOK,
+                           "data.forward.secret must be whsec_ followed by the base64 of 24 to "
+                           "64 bytes");
+        } else if (strcmp(key, "timeout_ms") == 0) {
+            if (json_is_null(v))
+                continue;
+            if (!json_is_integer(v) || json_integer_value(v) < NOTIFY_FORWARD_TIMEOUT_MIN_MS ||
+                json_integer_value(v) > NOTIFY_FORWARD_TIMEOUT_MAX_MS)
+                return bad(reason, size, NOTIFY_TYPE_WEBHOOK,
+                           "data.forward.timeout_ms must be an integer from 100 to 300000");
+            timeout = (long)json_integer_value(v);
+        } else {
+            snprintf(reason, size, "%s: unknown field data.forward.%s", NOTIFY_TYPE_WEBHOOK, key);
+            ab_utf8_sanitize(reason);
+            return AB_ERR_INVALID;
+        }
+    }
+    if (hook == NULL || url == NULL)
+        return bad(reason, size, NOTIFY_TYPE_WEBHOOK, "data.forward needs hook_id and url");
+
+    struct ab_outgoing_endpoint *ep = ab_xcalloc(1, sizeof(*ep));
+    size_t len = cfg != NULL ? cfg->default_schedule_len : 0;
+    char id[AB_OUTGOING_ID_MAX + 16];
+    snprintf(id, sizeof(id), "forward:%s", hook);
+    ep->id = ab_xstrdup(id);
+    ep->url = ab_xstrdup(url);
+    ep->method = ab_xstrdup(method);
+    ep->format = AB_OUTGOING_STANDARD;
+    ep->timeout_ms = timeout;
+    if (secret != NULL)
+        ep->secrets[ep->secret_count++] = ab_xstrdup(secret);
+    /* The schedule is copied: the delivery owns everything its endpoint points at. */
+    ep->schedule = ab_xcalloc(len > 0 ? len : 1, sizeof(*ep->schedule));
+    if (len > 0)
+        memcpy(ep->schedule, cfg->default_schedule_ms, len * sizeof(*ep->schedule));
+    ep->retry = (struct ab_retry_policy){
+        .kind = AB_RETRY_SCHEDULE,
+        .schedule_ms = ep->schedule,
+        .schedule_len = len,
+        .jitter = 0.1,
+        .retry_after_cap_ms = 3600 * 1000,
+    };
+    d->forward = ep;
+    d->endpoint = ep;
+    snprintf(d->destination, sizeof(d->destination), "%s", id);
+    return AB_OK;
+}
+
+/* An outgoing webhook job: the dispatcher's fan-out of one event to one endpoint, or an
+ * incoming webhook's body forwarded to the URL its handler names. */
 static enum ab_err read_webhook(struct notify_delivery *d, const json_t *data,
-                                const struct ab_outgoing *outgoing, char *reason, size_t size)
+                                const struct notify_job_config *cfg, char *reason, size_t size)
 {
     const char *endpoint = str_at(data, "endpoint_id", NULL);
+    const json_t *forward = json_object_get(data, "forward");
     const char *event = str_at(data, "event", NULL);
     const char *tenant = str_at(data, "tenant_id", NULL);
     const json_t *payload = json_object_get(data, "payload");
+    enum ab_err err;
 
-    if (endpoint == NULL || endpoint[0] == '\0')
+    if (json_is_null(forward))
+        forward = NULL;
+    if (forward != NULL && endpoint != NULL)
+        return bad(reason, size, NOTIFY_TYPE_WEBHOOK,
+                   "data has both endpoint_id and forward: one or the other");
+    if (forward == NULL && (endpoint == NULL || endpoint[0] == '\0'))
         return bad(reason, size, NOTIFY_TYPE_WEBHOOK, "data.endpoint_id is required");
-    if (event == NULL || !json_is_object(payload))
+    /* An endpoint's payload is the seed's outgoing object; a forward's is whatever body
+     * the incoming webhook received. */
+    if (event == NULL || (forward == NULL && !json_is_object(payload)))
         return bad(reason, size, NOTIFY_TYPE_WEBHOOK,
                    "data.event and data.payload (an object) are required");
+    if (forward != NULL && payload == NULL)
+        return bad(reason, size, NOTIFY_TYPE_WEBHOOK,
+                   "data.event and data.payload (any JSON value) are required");
     d->kind = NOTIFY_WEBHOOK;
-    snprintf(d->destination, sizeof(d->destination), "webhook:%s", endpoint);
+    if (forward != NULL) {
+        err = read_forward(d, forward, cfg, reason, size);
+        if (err != AB_OK)
+            return err;
+    } else {
+        snprintf(d->destination, sizeof(d->destination), "webhook:%s", endpoint);
+    }
     snprintf(d->event_type, sizeof(d->event_type), "%s", event);
     /* Cut to size, text from a job could end inside a character. */
     ab_utf8_sanitize(d->destination);
@@ -89,11 +238,13 @@ static enum ab_err read_webhook(struct notify_delivery *d, const json_t *data,
     if (tenant != NULL && ab_uuid_valid(tenant))
         snprintf(d->tenant_id, sizeof(d->tenant_id), "%s", tenant);
     d->about_outcome = json_is_true(json_object_get(data, "about_outcome"));
-    d->body = json_dumps(payload, JSON_COMPACT);
+    d->body = json_dumps(payload, JSON_COMPACT | JSON_ENCODE_ANY);
     if (d->body == NULL)
         return bad(reason, size, NOTIFY_TYPE_WEBHOOK, "data.payload cannot be serialized");
     d->body_len = strlen(d->body);
-    d->endpoint = ab_outgoing_find(outgoing, endpoint);
+    if (forward != NULL)
+        return AB_OK;
+    d->endpoint = ab_outgoing_find(cfg != NULL ? cfg->outgoing : NULL, endpoint);
     if (d->endpoint == NULL) {
         snprintf(reason, size, "%s: endpoint \"%s\" is not configured (any more)",
                  NOTIFY_TYPE_WEBHOOK, endpoint);
@@ -102,8 +253,17 @@ static enum ab_err read_webhook(struct notify_delivery *d, const json_t *data,
     return AB_OK;
 }
 
+const char *notify_delivery_endpoint_id(const struct notify_delivery *d)
+{
+    if (d->forward != NULL)
+        return d->forward->id;
+    if (strncmp(d->destination, "webhook:", 8) == 0)
+        return d->destination + 8;
+    return d->destination;
+}
+
 enum ab_err notify_delivery_from_job(struct notify_delivery *d, const struct ab_event *ev,
-                                     const char *key, const struct ab_outgoing *outgoing,
+                                     const char *key, const struct notify_job_config *cfg,
                                      char *reason, size_t size)
 {
     if (!ab_uuid_valid(ev->id))
@@ -121,13 +281,13 @@ enum ab_err notify_delivery_from_job(struct notify_delivery *d, const struct ab_
     if (strcmp(ev->type, NOTIFY_TYPE_FEISHU) == 0)
         return read_feishu(d, ev->data, reason, size);
     if (strcmp(ev->type, NOTIFY_TYPE_WEBHOOK) == 0)
-        return read_webhook(d, ev->data, outgoing, reason, size);
+        return read_webhook(d, ev->data, cfg, reason, size);
     snprintf(reason, size, "notifier: unknown delivery type \"%s\"", ev->type);
     return AB_ERR_INVALID;
 }
 
 enum ab_err notify_delivery_from_retry(struct notify_delivery *d, const struct ab_event *ev,
-                                       const struct ab_outgoing *outgoing, int64_t *due_ms,
+                                       const struct notify_job_config *cfg, int64_t *due_ms,
                                        char *reason, size_t size)
 {
     const json_t *job = json_object_get(ev->data, "job");
@@ -145,7 +305,7 @@ enum ab_err notify_delivery_from_retry(struct notify_delivery *d, const struct a
     free(text);
     if (err)
         return err == AB_ERR_NOMEM ? err : AB_ERR_INVALID;
-    err = notify_delivery_from_job(d, inner, str_at(ev->data, "key", NULL), outgoing, reason, size);
+    err = notify_delivery_from_job(d, inner, str_at(ev->data, "key", NULL), cfg, reason, size);
     ab_event_free(inner);
     d->attempt = (int)json_integer_value(attempt);
     d->deferrals = (int)json_integer_value(json_object_get(ev->data, "deferrals"));
@@ -196,6 +356,7 @@ void notify_delivery_free(struct notify_delivery *d)
     json_decref(d->job);
     free(d->key);
     free(d->traceparent);
+    forward_free(d->forward);
     free(d->body);
     free(d->app_id);
     free(d->app_secret);

@@ -41,6 +41,7 @@ struct notify_notifier {
     struct ab_outgoing *outgoing;
     struct ab_netguard *guard;
     int64_t *feishu_schedule;
+    struct notify_job_config jobs; /* what reading a job needs: the three above, the timeout */
     size_t max_in_flight;
     long lease_ms;
     struct notify_engine *engine;
@@ -137,11 +138,17 @@ static json_t *outcome_data(const struct notify_delivery *d)
     json_object_set_new(o, "tenant_id", d->tenant_id[0] ? json_string(d->tenant_id) : json_null());
     json_object_set_new(o, "status", d->status > 0 ? json_integer(d->status) : json_null());
     if (d->kind == NOTIFY_WEBHOOK) {
-        json_object_set_new(o, "endpoint_id", json_string(d->destination + strlen("webhook:")));
+        json_object_set_new(o, "endpoint_id", json_string(notify_delivery_endpoint_id(d)));
         json_object_set_new(o, "event", json_string(d->event_type));
-        json_object_set(o, "source_event", (json_t *)source);
+        if (source != NULL)
+            json_object_set(o, "source_event", (json_t *)source);
+        if (d->forward != NULL)
+            json_object_set_new(o, "hook_id", json_string(d->forward->id + strlen("forward:")));
     } else {
-        json_object_set_new(o, "member_id", json_string(d->member_id));
+        if (d->chat_id[0])
+            json_object_set_new(o, "chat_id", json_string(d->chat_id));
+        else
+            json_object_set_new(o, "member_id", json_string(d->member_id));
         json_object_set_new(o, "receive_id_type", json_string(d->receive_id_type));
         if (d->message_id[0])
             json_object_set_new(o, "message_id", json_string(d->message_id));
@@ -196,7 +203,7 @@ static void outcome_events(struct notify_delivery *d, size_t index, struct ab_ou
         const char *type = d->endpoint_gone    ? "agentbus.notify.endpoint_disabled"
                            : d->breaker_opened ? "agentbus.notify.endpoint_failing"
                                                : "agentbus.notify.endpoint_recovered";
-        json_t *o = json_pack("{s:s, s:s, s:s}", "endpoint_id", d->destination + strlen("webhook:"),
+        json_t *o = json_pack("{s:s, s:s, s:s}", "endpoint_id", notify_delivery_endpoint_id(d),
                               "code", d->code, "message", d->error);
         ADD(AB_TOPIC_EVENTS, d->key, outcome_event(d, type, type + strlen("agentbus.notify."), o));
     }
@@ -217,8 +224,7 @@ static void observe(struct notify_notifier *n, const struct notify_delivery *d)
     if (d->outcome == NOTIFY_FAILED)
         ab_metric_inc(n->m_dead, (const char *const[]){kind, NULL}, 1);
     if (d->breaker_opened || d->breaker_closed)
-        ab_metric_set(n->m_failing,
-                      (const char *const[]){d->destination + strlen("webhook:"), NULL},
+        ab_metric_set(n->m_failing, (const char *const[]){notify_delivery_endpoint_id(d), NULL},
                       d->breaker_opened ? 1 : 0);
     switch (d->outcome) {
     case NOTIFY_DELIVERED:
@@ -400,15 +406,16 @@ static void submit(struct notify_notifier *n, struct notify_delivery *d)
 }
 
 /* A delivery read from Kafka or the schedule goes on: a webhook straight to the engine (or,
- * to a disabled endpoint, to its dead letter); a Feishu delivery first to a database
- * thread, which reads the person and the app. */
+ * to a disabled endpoint, to its dead letter; a forward has no endpoint to disable); a
+ * Feishu delivery first to a database thread, which reads the person (or the chat's
+ * tenant) and the app. */
 static void take(struct notify_notifier *n, struct notify_delivery *d)
 {
     if (d->outcome == NOTIFY_FAILED) {
         to_record(n, d);
     } else if (d->kind == NOTIFY_FEISHU) {
         enqueue(n, Q_PREPARE, d);
-    } else if (endpoint_disabled(n, d->endpoint->id)) {
+    } else if (d->forward == NULL && endpoint_disabled(n, d->endpoint->id)) {
         d->outcome = NOTIFY_FAILED;
         notify_delivery_set_error(d, "endpoint_disabled", "endpoint %s is disabled",
                                   d->endpoint->id);
@@ -552,7 +559,7 @@ void notify_notifier_start_job(void *ud, struct ab_consumer_job *cj)
     snprintf(key, sizeof(key), "%.*s", (int)(msg->key_len < 255 ? msg->key_len : 255),
              msg->key ? (const char *)msg->key : "");
     if (strcmp(msg->event->type, NOTIFY_TYPE_RETRY) == 0) {
-        err = notify_delivery_from_retry(d, msg->event, n->outgoing, &due, reason, sizeof(reason));
+        err = notify_delivery_from_retry(d, msg->event, &n->jobs, &due, reason, sizeof(reason));
         /* Its id names its schedule row: kept there until due, or (after a crash, Kafka
          * handing it over again) removed when this attempt is recorded. */
         if (err != AB_ERR_INVALID && !ab_uuid_valid(msg->event->id)) {
@@ -562,7 +569,7 @@ void notify_notifier_start_job(void *ud, struct ab_consumer_job *cj)
             snprintf(d->scheduled_id, sizeof(d->scheduled_id), "%s", msg->event->id);
         }
     } else {
-        err = notify_delivery_from_job(d, msg->event, key, n->outgoing, reason, sizeof(reason));
+        err = notify_delivery_from_job(d, msg->event, key, &n->jobs, reason, sizeof(reason));
     }
     if (err == AB_ERR_NOT_FOUND) {
         endpoint_unknown(d, reason);
@@ -619,7 +626,7 @@ static int64_t claim(struct notify_notifier *n, PGconn *conn)
         int64_t due;
         enum ab_err err = ab_event_parse(events[i], strlen(events[i]), &ev, reason, sizeof(reason));
         if (err == AB_OK)
-            err = notify_delivery_from_retry(d, ev, n->outgoing, &due, reason, sizeof(reason));
+            err = notify_delivery_from_retry(d, ev, &n->jobs, &due, reason, sizeof(reason));
         ab_event_free(ev);
         snprintf(d->scheduled_id, sizeof(d->scheduled_id), "%s", ids[i]);
         atomic_fetch_add(&n->scheduled_in_hand, 1);
@@ -768,6 +775,10 @@ struct notify_notifier *notify_notifier_new(struct ab_service *svc, char *errstr
         snprintf(errstr, size, "%s", err);
         goto fail;
     }
+    n->jobs = (struct notify_job_config){.outgoing = n->outgoing,
+                                         .default_schedule_ms = n->feishu_schedule,
+                                         .default_schedule_len = schedule_len,
+                                         .default_timeout_ms = timeout};
     if (ab_netguard_new(ab_config_str(cfg, AB_OPT_NOTIFIER_ALLOW_NETWORKS), &n->guard, err,
                         sizeof(err)) != AB_OK) {
         snprintf(errstr, size, "notifier.allow_networks: %s", err);
@@ -793,7 +804,10 @@ struct notify_notifier *notify_notifier_new(struct ab_service *svc, char *errstr
         .ud = n,
     };
     /* A claimed retry's lease outlasts its attempt: a wait behind the deliveries in hand of
-     * its endpoint (each up to the longest timeout), then the recording's retries. */
+     * its endpoint (each up to the longest timeout), then the recording's retries. A
+     * forward naming a longer timeout_ms than any configured one is not planned for: deep
+     * in a queue of slow forwards, its lease may run out and another notifier make the
+     * attempt too (the same webhook-id, a duplicate the receiver can drop). */
     long longest = timeout;
     for (size_t i = 0; i < n->outgoing->count; i++)
         if (n->outgoing->endpoints[i].timeout_ms > longest)

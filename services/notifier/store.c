@@ -84,11 +84,42 @@ static const char *const feishu_sql =
     "  LEFT JOIN agents a ON a.id = $3::uuid AND a.tenant_id = m.tenant_id"
     " WHERE m.id = $1 AND m.tenant_id = $2";
 
+/* A group chat has no member: only the app, chosen the same way, and the sending agent's
+ * name for the shared app's prefix. */
+static const char *const feishu_chat_sql =
+    "SELECT c.app_id, c.app_secret, c.base_url, c.agent_id IS NULL, a.name"
+    "  FROM channel_configs c"
+    "  LEFT JOIN agents a ON a.id = $2::uuid AND a.tenant_id = c.tenant_id"
+    " WHERE c.tenant_id = $1 AND (c.agent_id = $2::uuid OR c.agent_id IS NULL)"
+    " ORDER BY c.agent_id IS NULL, c.channel_type <> 'feishu'"
+    " LIMIT 1";
+
 static char *nonempty(PGresult *res, int col)
 {
     if (PQgetisnull(res, 0, col) || PQgetvalue(res, 0, col)[0] == '\0')
         return NULL;
     return ab_xstrdup(PQgetvalue(res, 0, col));
+}
+
+/* The app and the text from a row whose columns from `col` on are app_id, app_secret,
+ * base_url, "is the tenant's shared app", the sending agent's name. */
+static void take_app(struct notify_delivery *d, PGresult *res, int col, const char *content)
+{
+    d->app_id = ab_xstrdup(PQgetvalue(res, 0, col));
+    d->app_secret = ab_xstrdup(PQgetvalue(res, 0, col + 1));
+    d->base_url = ab_xstrdup(PQgetvalue(res, 0, col + 2));
+    size_t n = strlen(d->base_url);
+    while (n > 0 && d->base_url[n - 1] == '/')
+        d->base_url[--n] = '\0';
+    /* The tenant's shared bot speaks for every agent: say which one. */
+    bool shared = PQgetvalue(res, 0, col + 3)[0] == 't';
+    const char *agent = PQgetisnull(res, 0, col + 4) ? NULL : PQgetvalue(res, 0, col + 4);
+    size_t len = strlen(content ? content : "") + (agent ? strlen(agent) : 0) + 8;
+    d->text = ab_xmalloc(len);
+    if (shared && agent != NULL)
+        snprintf(d->text, len, "[%s] %s", agent, content ? content : "");
+    else
+        snprintf(d->text, len, "%s", content ? content : "");
 }
 
 enum ab_err notify_store_prepare_feishu(PGconn *conn, struct notify_delivery *d, char *errstr,
@@ -97,10 +128,28 @@ enum ab_err notify_store_prepare_feishu(PGconn *conn, struct notify_delivery *d,
     const json_t *data = json_object_get(d->job, "data");
     const char *sender = json_string_value(json_object_get(json_object_get(data, "sender"), "id"));
     const char *content = json_string_value(json_object_get(data, "content"));
-    const char *const params[] = {d->member_id, d->tenant_id,
-                                  sender && ab_uuid_valid(sender) ? sender : NULL};
+    const char *sender_id = sender && ab_uuid_valid(sender) ? sender : NULL;
     PGresult *res = NULL;
-    enum ab_err err = ab_db_exec(conn, feishu_sql, 3, params, &res, errstr, size);
+    enum ab_err err;
+
+    if (d->chat_id[0]) {
+        const char *const params[] = {d->tenant_id, sender_id};
+        err = ab_db_exec(conn, feishu_chat_sql, 2, params, &res, errstr, size);
+        if (err)
+            return err;
+        if (PQntuples(res) == 0) {
+            d->outcome = NOTIFY_FAILED;
+            notify_delivery_set_error(d, "no_channel",
+                                      "no Feishu/Lark channel is configured for tenant %s",
+                                      d->tenant_id);
+        } else {
+            take_app(d, res, 0, content);
+        }
+        PQclear(res);
+        return AB_OK;
+    }
+    const char *const params[] = {d->member_id, d->tenant_id, sender_id};
+    err = ab_db_exec(conn, feishu_sql, 3, params, &res, errstr, size);
     if (err)
         return err;
     if (PQntuples(res) == 0) {
@@ -114,21 +163,7 @@ enum ab_err notify_store_prepare_feishu(PGconn *conn, struct notify_delivery *d,
     } else {
         d->user_id = nonempty(res, 0);
         d->open_id = nonempty(res, 1);
-        d->app_id = ab_xstrdup(PQgetvalue(res, 0, 2));
-        d->app_secret = ab_xstrdup(PQgetvalue(res, 0, 3));
-        d->base_url = ab_xstrdup(PQgetvalue(res, 0, 4));
-        size_t n = strlen(d->base_url);
-        while (n > 0 && d->base_url[n - 1] == '/')
-            d->base_url[--n] = '\0';
-        /* The tenant's shared bot speaks for every agent: say which one. */
-        bool shared = PQgetvalue(res, 0, 5)[0] == 't';
-        const char *agent = PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6);
-        size_t len = strlen(content ? content : "") + (agent ? strlen(agent) : 0) + 8;
-        d->text = ab_xmalloc(len);
-        if (shared && agent != NULL)
-            snprintf(d->text, len, "[%s] %s", agent, content ? content : "");
-        else
-            snprintf(d->text, len, "%s", content ? content : "");
+        take_app(d, res, 2, content);
         if (d->user_id == NULL && d->open_id == NULL) {
             d->outcome = NOTIFY_FAILED;
             notify_delivery_set_error(d, "no_feishu_id",
@@ -218,7 +253,7 @@ enum ab_err notify_store_record(PGconn *conn, struct notify_delivery *const *ds,
             arr_add(&dl[0], d->id);
             arr_add(&dl[1], notify_kind_name(d->kind));
             arr_add(&dl[2], d->destination);
-            arr_add(&dl[3], d->kind == NOTIFY_WEBHOOK ? d->destination + strlen("webhook:") : NULL);
+            arr_add(&dl[3], d->kind == NOTIFY_WEBHOOK ? notify_delivery_endpoint_id(d) : NULL);
             arr_add(&dl[4], d->tenant_id[0] ? d->tenant_id : NULL);
             arr_add(&dl[5], d->kind == NOTIFY_WEBHOOK ? d->event_type : "message");
             arr_addf(&dl[6], "%d", d->attempt);
@@ -229,7 +264,7 @@ enum ab_err notify_store_record(PGconn *conn, struct notify_delivery *const *ds,
         }
         if (d->kind == NOTIFY_WEBHOOK &&
             (d->endpoint_gone || d->breaker_opened || d->breaker_closed)) {
-            arr_add(&ep[0], d->destination + strlen("webhook:"));
+            arr_add(&ep[0], notify_delivery_endpoint_id(d));
             arr_add(&ep[1], d->endpoint_gone    ? "gone"
                             : d->breaker_opened ? "failing"
                                                 : "recovered");

@@ -10,10 +10,11 @@
 
 #include "services/notifier/delivery.h"
 
-/* Fills a Feishu delivery: the member's user_id and open_id, the app (the sending agent's
- * own channel, else the tenant's default; Feishu before Lark), and the text. When something
- * is missing, sets outcome FAILED with its code (member_not_found, no_feishu_id,
- * no_channel) and returns AB_OK. @returns a database error otherwise (retriable). */
+/* Fills a Feishu delivery: the member's user_id and open_id (none for a group chat), the
+ * app (the sending agent's own channel, else the tenant's default; Feishu before Lark), and
+ * the text. When something is missing, sets outcome FAILED with its code
+ * (member_not_found, no_feishu_id, no_channel) and returns AB_OK. @returns a database error
+ * otherwise (retriable). */
 enum ab_err notify_store_prepare_feishu(PGconn *conn, struct notify_delivery *d, char *errstr,
                                         size_t errstr_size);
 

@@ -407,14 +407,16 @@ def test_a_slow_endpoint_times_out_per_request(stack, receiver):
 def test_a_failing_endpoint_opens_its_breaker_then_recovers(stack, receiver):
     ep = endpoint(receiver, retry={"scheduleMs": [200] * 10})
     w = World(stack, webhooks=[ep], notifier_env=dict(
-        LOOPBACK, AGENTBUS_NOTIFIER_BREAKER_THRESHOLD="2", AGENTBUS_NOTIFIER_BREAKER_COOLDOWN_MS="1500"))
+        LOOPBACK, AGENTBUS_NOTIFIER_BREAKER_THRESHOLD="2", AGENTBUS_NOTIFIER_BREAKER_COOLDOWN_MS="8000"))
     receiver.post("/_fake/behaviour", {"path": "/hooks/a", "mode": "status", "status": 500})
     for i in range(4):
         emit(stack, {"tenant_id": w.tenant, "content": f"m{i}"})
     [failing] = w.events("agentbus.notify.endpoint_failing", 1)
     assert failing["data"]["endpoint_id"] == "ep-a"
     assert stack.sql("SELECT failing_since IS NOT NULL FROM webhook_endpoint_state") == "t"
-    time.sleep(1.0)  # inside the cooldown: deferred, not sent
+    # Inside the cooldown (long enough that reading the events above, a consumer group join of
+    # a few seconds, cannot outlast it and let the probe go): deferred, not sent.
+    time.sleep(1.0)
     sent = len(receiver.get("/_fake/requests?path=/hooks/a"))
     assert sent <= 4, sent  # at most the requests in flight when the breaker opened
     assert w.wait_attempts(lambda a: any(r["outcome"] == "deferred" for r in a), "a deferral")

@@ -4,6 +4,7 @@ agentbus' end-to-end tests.
 
     python3 tests/fake_notify/fake_feishu.py --port 0 [--host 127.0.0.1]
         [--app APP_ID:APP_SECRET]... [--user USER_ID:OPEN_ID]... [--bot TOKEN[:SECRET]]...
+        [--chat CHAT_ID]...
         [--token-ttl 7200] [--user-rate 5] [--app-rate 50] [--bot-rate 5] [--reject-user-id]
 
 prints its port (one line, the number alone) and serves until killed. It speaks the real
@@ -27,7 +28,10 @@ POST /open-apis/im/v1/messages?receive_id_type=T   Authorization: Bearer <token>
       a failure cue (below), if one is queued
       T=user_id with --reject-user-id      400 code 99991672 (missing scope: fall back to open_id)
       T=user_id / open_id not in --user    400 code 230013
-      over --app-rate per app or --user-rate per receiver (the resolved user, else T+id),
+      T=chat_id not in --chat, when any --chat is given
+                                           400 code 230002 (the bot is not in the chat)
+      over --app-rate per app or --user-rate per receiver (the resolved user, else T+id: a
+      chat is one receiver, as Feishu limits a group to 5 a second),
       sliding 1 s window                   429 code 99991400, headers x-ogw-ratelimit-limit
                                            and x-ogw-ratelimit-reset (whole seconds, >= 1)
       uuid of a successful send of the same app in the last hour: 200 with the SAME data
@@ -35,7 +39,8 @@ POST /open-apis/im/v1/messages?receive_id_type=T   Authorization: Bearer <token>
       else the message is posted: 200 {"code":0,"msg":"success","data":{"message_id":"om_..",
       "msg_type", "create_time":"<ms>", "update_time", "chat_id":"oc_..", "body":{"content":
       <the content string>}, "sender":{"id":<app_id>,"id_type":"app_id","sender_type":"app"},
-      "deleted":false, "updated":false}}. union_id, email and chat_id receivers are not checked.
+      "deleted":false, "updated":false}}; data.chat_id is the receive_id for T=chat_id.
+      union_id and email receivers are not checked; chat_id receivers only against --chat.
 
 POST /open-apis/bot/v2/hook/<token>   (a custom group bot, --bot TOKEN[:SECRET])
     body {"msg_type", "content": <object> (or "card" for interactive), "timestamp"?, "sign"?};
@@ -379,6 +384,8 @@ class Handler(BaseHandler):
             if user_id is None:
                 return self.api_error(400, 230013)
             open_id = rid
+        elif rtype == "chat_id" and self.server.chats and rid not in self.server.chats:
+            return self.api_error(400, 230002)
         receiver = ("user", user_id) if user_id else (rtype, rid)
         full = admit([(("app", app_id), self.server.app_rate),
                       (receiver, self.server.user_rate)], now)
@@ -474,6 +481,8 @@ def main():
     ap.add_argument("--app", action="append", default=[], metavar="APP_ID:APP_SECRET")
     ap.add_argument("--user", action="append", default=[], metavar="USER_ID:OPEN_ID")
     ap.add_argument("--bot", action="append", default=[], metavar="TOKEN[:SECRET]")
+    ap.add_argument("--chat", action="append", default=[], metavar="CHAT_ID",
+                    help="a group chat the bot is in; with any, other chat_ids answer 230002")
     ap.add_argument("--token-ttl", type=int, default=7200, help="seconds")
     ap.add_argument("--user-rate", type=int, default=5, help="sends/s per receiver, 0 = no limit")
     ap.add_argument("--app-rate", type=int, default=50, help="sends/s per app, 0 = no limit")
@@ -487,6 +496,7 @@ def main():
         server.users = pairs(args.user, "--user", True)
         server.open_ids = {o: u for u, o in server.users.items()}
         server.bots = pairs(args.bot, "--bot", False)
+        server.chats = set(args.chat)
         server.token_ttl = args.token_ttl
         server.user_rate, server.app_rate, server.bot_rate = (args.user_rate, args.app_rate,
                                                               args.bot_rate)

@@ -345,6 +345,17 @@ def test_feishu():
     time.sleep(1.1)  # the token expired on its own
     assert sendmsg(c2, tok, "open_id", "ou_1")[2]["code"] == 99991663
 
+    # ---- a third: the chats the bot is in (--chat); a chat is one receiver for the rate
+    port3 = start(FEISHU, "--app", "cli_a:sa", "--chat", "oc_in", "--user-rate", "2")
+    c3 = Client(port3)
+    tok = get_token(c3)
+    st, _, b = sendmsg(c3, tok, "chat_id", "oc_out", "not a member")
+    assert st == 400 and b["code"] == 230002 and b["error"]["log_id"], b
+    res = [sendmsg(c3, tok, "chat_id", "oc_in", "to the group") for _ in range(3)]
+    assert [x[0] for x in res] == [200, 200, 429] and res[0][2]["data"]["chat_id"] == "oc_in"
+    [m, _] = messages(c3, "?receive_id_type=chat_id")
+    assert m["receive_id"] == "oc_in" and m["user_id"] is None and m["open_id"] is None
+
 
 def whsig(secret, msg_id, ts, body):
     return webhook_receiver.sign(webhook_receiver.secret_key(secret), msg_id, ts, body)

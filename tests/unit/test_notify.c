@@ -1,8 +1,10 @@
 /* Tests for the notifier's pure parts: the outgoing endpoints' configuration (common/
- * outgoing.c) and what Feishu's answers mean (services/notifier/feishu.c). */
+ * outgoing.c), what Feishu's answers mean (services/notifier/feishu.c), and how delivery
+ * jobs are read (services/notifier/job.c): endpoints, forwards, members and chats. */
 #include "test.h"
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,8 +202,9 @@ TEST(notify_retry_event_round_trips_with_a_stable_id)
                              json_pack("{s:s, s:s, s:{s:s}}", "endpoint_id", "ep", "event", "error",
                                        "payload", "type", "error"),
                              "job:%d", 1);
+    const struct notify_job_config cfg = {o, default_schedule, 2, 15000};
     struct notify_delivery *d = calloc(1, sizeof(*d));
-    REQUIRE(notify_delivery_from_job(d, job, "webhook:ep", o, err, sizeof(err)) == AB_OK);
+    REQUIRE(notify_delivery_from_job(d, job, "webhook:ep", &cfg, err, sizeof(err)) == AB_OK);
     CHECK(d->attempt == 1 && strcmp(d->destination, "webhook:ep") == 0);
     d->outcome = NOTIFY_RETRY;
     d->next_due_ms = 1767225600000LL;
@@ -209,7 +212,7 @@ TEST(notify_retry_event_round_trips_with_a_stable_id)
     CHECK_STR_EQ(retry->id, again->id); /* published twice, one event */
     struct notify_delivery *r = calloc(1, sizeof(*r));
     int64_t due = 0;
-    REQUIRE(notify_delivery_from_retry(r, retry, o, &due, err, sizeof(err)) == AB_OK);
+    REQUIRE(notify_delivery_from_retry(r, retry, &cfg, &due, err, sizeof(err)) == AB_OK);
     CHECK(r->attempt == 2 && due == 1767225600000LL);
     CHECK_STR_EQ(r->id, d->id); /* the webhook-id of every attempt */
     CHECK_STR_EQ(r->key, "webhook:ep");
@@ -220,4 +223,269 @@ TEST(notify_retry_event_round_trips_with_a_stable_id)
     notify_delivery_free(d);
     notify_delivery_free(r);
     ab_outgoing_free(o);
+}
+
+/* ---- jobs: forwards and Feishu chats ---- */
+
+#define TENANT  "7d3b1c3e-9a4f-4c1e-8f00-000000000001"
+#define MEMBER  "7d3b1c3e-9a4f-4c1e-8f00-000000000002"
+#define FWD_URL "https://relay.example.com/in"
+
+/* Reads one job of type (data is stolen) with the notifier's defaults (5 s, 5 min; 15 s).
+ * @returns the error; *out the delivery (free it) whatever the error. */
+static enum ab_err read_job(const char *type, json_t *data, struct notify_delivery **out,
+                            char *reason, size_t size)
+{
+    const struct notify_job_config cfg = {NULL, default_schedule, 2, 15000};
+    struct ab_event *ev = ab_event_new_derived(type, "/t", "s", data, "job:%s", type);
+    struct notify_delivery *d = calloc(1, sizeof(*d));
+    reason[0] = '\0';
+    enum ab_err err = notify_delivery_from_job(d, ev, "k", &cfg, reason, size);
+    ab_event_free(ev);
+    *out = d;
+    return err;
+}
+
+static json_t *forward_job(json_t *forward, json_t *payload)
+{
+    json_t *data = json_pack("{s:o, s:s, s:s}", "forward", forward, "event", "webhook_forward",
+                             "tenant_id", TENANT);
+    if (payload != NULL)
+        json_object_set_new(data, "payload", payload);
+    return data;
+}
+
+TEST(notify_forward_job_builds_its_own_endpoint)
+{
+    struct notify_delivery *d = NULL;
+    char reason[256];
+    REQUIRE(read_job(NOTIFY_TYPE_WEBHOOK,
+                     forward_job(json_pack("{s:s, s:s, s:s, s:s, s:i}", "hook_id", "alerts-relay",
+                                           "url", FWD_URL, "method", "PUT", "secret", SECRET,
+                                           "timeout_ms", 2500),
+                                 json_pack("{s:s, s:[i, i]}", "alert", "disk", "n", 1, 2)),
+                     &d, reason, sizeof(reason)) == AB_OK);
+    CHECK_INT_EQ(d->kind, NOTIFY_WEBHOOK);
+    CHECK_STR_EQ(d->destination, "forward:alerts-relay");
+    CHECK_STR_EQ(notify_delivery_endpoint_id(d), "forward:alerts-relay");
+    REQUIRE(d->forward != NULL && d->endpoint == d->forward);
+    CHECK_STR_EQ(d->endpoint->id, "forward:alerts-relay");
+    CHECK_STR_EQ(d->endpoint->url, FWD_URL);
+    CHECK_STR_EQ(d->endpoint->method, "PUT");
+    CHECK(d->endpoint->secret_count == 1 && strcmp(d->endpoint->secrets[0], SECRET) == 0);
+    CHECK(d->endpoint->timeout_ms == 2500 && d->endpoint->format == AB_OUTGOING_STANDARD);
+    /* the notifier's schedule, copied: the delivery owns it */
+    CHECK_INT_EQ((int)d->endpoint->retry.schedule_len, 2);
+    CHECK(d->endpoint->retry.schedule_ms != default_schedule &&
+          d->endpoint->retry.schedule_ms[1] == 300000);
+    CHECK_STR_EQ(d->body, "{\"alert\":\"disk\",\"n\":[1,2]}");
+    CHECK_STR_EQ(d->event_type, "webhook_forward");
+    CHECK_STR_EQ(d->tenant_id, TENANT);
+    notify_delivery_free(d);
+
+    /* Defaults: POST, the notifier's timeout, no secret; any JSON value is a payload. */
+    json_t *payloads[] = {json_pack("[s, i]", "a", 1), json_string("plain text"), json_integer(42),
+                          json_null(), json_true()};
+    const char *bodies[] = {"[\"a\",1]", "\"plain text\"", "42", "null", "true"};
+    for (size_t i = 0; i < sizeof(payloads) / sizeof(payloads[0]); i++) {
+        REQUIRE(read_job(NOTIFY_TYPE_WEBHOOK,
+                         forward_job(json_pack("{s:s, s:s, s:n}", "hook_id", "h.1_x", "url",
+                                               "http://relay.example.com:8080/p?q=1", "secret"),
+                                     payloads[i]),
+                         &d, reason, sizeof(reason)) == AB_OK);
+        CHECK_STR_EQ(d->body, bodies[i]);
+        CHECK_STR_EQ(d->endpoint->method, "POST");
+        CHECK(d->endpoint->timeout_ms == 15000 && d->endpoint->secret_count == 0);
+        CHECK_STR_EQ(d->destination, "forward:h.1_x");
+        notify_delivery_free(d);
+    }
+}
+
+TEST(notify_forward_job_refuses_what_an_endpoint_would)
+{
+    static const struct {
+        const char *forward, *why; /* data.forward as JSON; NULL: no forward key */
+    } bad[] = {
+        {"\"https://x/\"", "data.forward must be an object"},
+        {"{\"url\": \"" FWD_URL "\"}", "needs hook_id and url"},
+        {"{\"hook_id\": \"h\"}", "needs hook_id and url"},
+        {"{\"hook_id\": \"a b\", \"url\": \"" FWD_URL "\"}", "hook_id must be"},
+        {"{\"hook_id\": \"a:b\", \"url\": \"" FWD_URL "\"}", "hook_id must be"},
+        {"{\"hook_id\": \"\", \"url\": \"" FWD_URL "\"}", "hook_id must be"},
+        {"{\"hook_id\": 7, \"url\": \"" FWD_URL "\"}", "hook_id must be"},
+        {"{\"hook_id\": \"h\", \"url\": \"ftp://relay.example.com/\"}", "url must be"},
+        {"{\"hook_id\": \"h\", \"url\": \"file:///etc/passwd\"}", "url must be"},
+        {"{\"hook_id\": \"h\", \"url\": \"https://user:pw@relay.example.com/\"}", "user info"},
+        {"{\"hook_id\": \"h\", \"url\": \"https://relay.example.com/a b\"}", "url must be"},
+        {"{\"hook_id\": \"h\", \"url\": \"https:///nohost\"}", "url must be"},
+        {"{\"hook_id\": \"h\", \"url\": \"" FWD_URL "\", \"method\": \"GET\"}", "POST or PUT"},
+        {"{\"hook_id\": \"h\", \"url\": \"" FWD_URL "\", \"secret\": \"plain\"}", "whsec_"},
+        {"{\"hook_id\": \"h\", \"url\": \"" FWD_URL "\", \"secret\": [\"" SECRET "\"]}", "whsec_"},
+        {"{\"hook_id\": \"h\", \"url\": \"" FWD_URL "\", \"timeout_ms\": 99}", "timeout_ms"},
+        {"{\"hook_id\": \"h\", \"url\": \"" FWD_URL "\", \"timeout_ms\": 300001}", "timeout_ms"},
+        {"{\"hook_id\": \"h\", \"url\": \"" FWD_URL "\", \"timeout_ms\": \"5\"}", "timeout_ms"},
+        {"{\"hook_id\": \"h\", \"url\": \"" FWD_URL "\", \"scret\": \"" SECRET "\"}",
+         "unknown field data.forward.scret"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct notify_delivery *d = NULL;
+        char reason[256];
+        json_t *fwd = json_loads(bad[i].forward, JSON_DECODE_ANY, NULL);
+        REQUIRE(fwd != NULL);
+        CHECK_INT_EQ(read_job(NOTIFY_TYPE_WEBHOOK, forward_job(fwd, json_object()), &d, reason,
+                              sizeof(reason)),
+                     AB_ERR_INVALID);
+        if (strstr(reason, bad[i].why) == NULL) {
+            fprintf(stderr, "case %zu: \"%s\" does not say \"%s\"\n", i, reason, bad[i].why);
+            CHECK(false);
+        }
+        CHECK(d->forward == NULL);
+        notify_delivery_free(d);
+    }
+
+    /* The job around it. */
+    struct notify_delivery *d = NULL;
+    char reason[256];
+    json_t *fwd = json_pack("{s:s, s:s}", "hook_id", "h", "url", FWD_URL);
+    CHECK_INT_EQ(read_job(NOTIFY_TYPE_WEBHOOK, forward_job(fwd, NULL), &d, reason, sizeof(reason)),
+                 AB_ERR_INVALID);
+    CHECK_STR_CONTAINS(reason, "any JSON value");
+    notify_delivery_free(d);
+    json_t *data =
+        forward_job(json_pack("{s:s, s:s}", "hook_id", "h", "url", FWD_URL), json_null());
+    json_object_set_new(data, "endpoint_id", json_string("ep"));
+    CHECK_INT_EQ(read_job(NOTIFY_TYPE_WEBHOOK, data, &d, reason, sizeof(reason)), AB_ERR_INVALID);
+    CHECK_STR_CONTAINS(reason, "both endpoint_id and forward");
+    notify_delivery_free(d);
+    data = forward_job(json_pack("{s:s, s:s}", "hook_id", "h", "url", FWD_URL), json_object());
+    json_object_del(data, "event");
+    CHECK_INT_EQ(read_job(NOTIFY_TYPE_WEBHOOK, data, &d, reason, sizeof(reason)), AB_ERR_INVALID);
+    CHECK_STR_CONTAINS(reason, "data.event");
+    notify_delivery_free(d);
+    /* An endpoint's payload is still an object, and "forward": null is no forward. */
+    data = json_pack("{s:s, s:s, s:s, s:n}", "endpoint_id", "ep", "event", "error", "payload",
+                     "text", "forward");
+    CHECK_INT_EQ(read_job(NOTIFY_TYPE_WEBHOOK, data, &d, reason, sizeof(reason)), AB_ERR_INVALID);
+    CHECK_STR_CONTAINS(reason, "(an object)");
+    notify_delivery_free(d);
+}
+
+TEST(notify_forward_retry_carries_the_forward)
+{
+    struct notify_delivery *d = NULL;
+    char reason[256];
+    REQUIRE(read_job(NOTIFY_TYPE_WEBHOOK,
+                     forward_job(json_pack("{s:s, s:s, s:s}", "hook_id", "alerts-relay", "url",
+                                           FWD_URL, "secret", SECRET),
+                                 json_pack("[i]", 1)),
+                     &d, reason, sizeof(reason)) == AB_OK);
+    d->outcome = NOTIFY_RETRY;
+    d->next_due_ms = 1767225600000LL;
+    struct ab_event *retry = notify_retry_event(d);
+    /* Read back with no configured endpoint at all: the job carries everything. */
+    const struct notify_job_config cfg = {NULL, default_schedule, 2, 15000};
+    struct notify_delivery *r = calloc(1, sizeof(*r));
+    int64_t due = 0;
+    REQUIRE(notify_delivery_from_retry(r, retry, &cfg, &due, reason, sizeof(reason)) == AB_OK);
+    CHECK(r->attempt == 2 && r->forward != NULL && r->endpoint == r->forward);
+    CHECK_STR_EQ(r->id, d->id);
+    CHECK_STR_EQ(r->endpoint->url, FWD_URL);
+    CHECK_STR_EQ(r->endpoint->secrets[0], SECRET);
+    CHECK_STR_EQ(r->body, "[1]");
+    CHECK_STR_EQ(r->destination, "forward:alerts-relay");
+    ab_event_free(retry);
+    notify_delivery_free(d);
+    notify_delivery_free(r);
+}
+
+TEST(notify_feishu_job_reads_a_member_or_a_chat)
+{
+    struct notify_delivery *d = NULL, *again = NULL, *member = NULL;
+    char reason[256];
+    /* The member form as the dispatcher writes it, and without a type (as before). */
+    REQUIRE(read_job(NOTIFY_TYPE_FEISHU,
+                     json_pack("{s:s, s:{s:s, s:s}, s:s}", "tenant_id", TENANT, "target", "type",
+                               "member", "id", MEMBER, "content", "hi"),
+                     &member, reason, sizeof(reason)) == AB_OK);
+    CHECK_STR_EQ(member->destination, "feishu:" MEMBER);
+    CHECK_STR_EQ(member->member_id, MEMBER);
+    CHECK(member->chat_id[0] == '\0');
+    REQUIRE(read_job(NOTIFY_TYPE_FEISHU,
+                     json_pack("{s:s, s:{s:s}, s:s}", "tenant_id", TENANT, "target", "id", MEMBER,
+                               "content", "hi"),
+                     &d, reason, sizeof(reason)) == AB_OK);
+    CHECK_STR_EQ(d->destination, "feishu:" MEMBER);
+    notify_delivery_free(d);
+
+    REQUIRE(read_job(NOTIFY_TYPE_FEISHU,
+                     json_pack("{s:s, s:{s:s, s:s, s:s}, s:s}", "tenant_id", TENANT, "target",
+                               "type", "chat", "id", "oc_84983ff6516d731e5b5f68d4ea2e1da5", "name",
+                               "ops", "content", "deployed"),
+                     &d, reason, sizeof(reason)) == AB_OK);
+    CHECK_INT_EQ(d->kind, NOTIFY_FEISHU);
+    CHECK_STR_EQ(d->chat_id, "oc_84983ff6516d731e5b5f68d4ea2e1da5");
+    CHECK_STR_EQ(d->destination, "feishu:chat:oc_84983ff6516d731e5b5f68d4ea2e1da5");
+    CHECK(d->member_id[0] == '\0');
+    CHECK(ab_uuid_valid(d->uuid));
+    /* The same job reads to the same uuid (every attempt); a member's differs. */
+    REQUIRE(read_job(NOTIFY_TYPE_FEISHU,
+                     json_pack("{s:s, s:{s:s, s:s}, s:s}", "tenant_id", TENANT, "target", "type",
+                               "chat", "id", "oc_84983ff6516d731e5b5f68d4ea2e1da5", "content",
+                               "deployed"),
+                     &again, reason, sizeof(reason)) == AB_OK);
+    CHECK_STR_EQ(again->uuid, d->uuid);
+    CHECK(strcmp(member->uuid, d->uuid) != 0);
+    notify_delivery_free(d);
+    notify_delivery_free(again);
+    notify_delivery_free(member);
+
+    char longest[NOTIFY_CHAT_ID_MAX + 1], too_long[NOTIFY_CHAT_ID_MAX + 2];
+    memset(longest, 'a', NOTIFY_CHAT_ID_MAX);
+    longest[NOTIFY_CHAT_ID_MAX] = '\0';
+    memset(too_long, 'a', NOTIFY_CHAT_ID_MAX + 1);
+    too_long[NOTIFY_CHAT_ID_MAX + 1] = '\0';
+    REQUIRE(read_job(NOTIFY_TYPE_FEISHU,
+                     json_pack("{s:s, s:{s:s, s:s}, s:s}", "tenant_id", TENANT, "target", "type",
+                               "chat", "id", longest, "content", "x"),
+                     &d, reason, sizeof(reason)) == AB_OK);
+    CHECK_STR_EQ(d->chat_id, longest);
+    notify_delivery_free(d);
+
+    static const struct {
+        const char *type, *id, *tenant, *why;
+    } bad[] = {
+        {"chat", "", TENANT, "chat id"},
+        {"chat", "oc_a b", TENANT, "chat id"},
+        {"chat", "oc_a/../b", TENANT, "chat id"},
+        {"chat", "oc_\xe9\xa2\x91", TENANT, "chat id"},
+        {"chat", NULL, TENANT, "chat id"},
+        {"chat", "oc_ok", "nope", "tenant_id"},
+        {"member", "oc_ok", TENANT, "member's UUID"},
+        {"agent", MEMBER, TENANT, "\"member\" or \"chat\""},
+    };
+    for (size_t i = 0; i <= sizeof(bad) / sizeof(bad[0]); i++) {
+        /* the last case: a chat id one character too long */
+        bool last = i == sizeof(bad) / sizeof(bad[0]);
+        const char *id = last ? too_long : bad[i].id, *why = last ? "chat id" : bad[i].why;
+        json_t *target = json_pack("{s:s}", "type", last ? "chat" : bad[i].type);
+        if (id != NULL)
+            json_object_set_new(target, "id", json_string(id));
+        json_t *data = json_pack("{s:s, s:o, s:s}", "tenant_id", last ? TENANT : bad[i].tenant,
+                                 "target", target, "content", "x");
+        CHECK_INT_EQ(read_job(NOTIFY_TYPE_FEISHU, data, &d, reason, sizeof(reason)),
+                     AB_ERR_INVALID);
+        if (strstr(reason, why) == NULL) {
+            fprintf(stderr, "case %zu: \"%s\" does not say \"%s\"\n", i, reason, why);
+            CHECK(false);
+        }
+        notify_delivery_free(d);
+    }
+    /* A chat message needs its content as a member's does. */
+    CHECK_INT_EQ(read_job(NOTIFY_TYPE_FEISHU,
+                          json_pack("{s:s, s:{s:s, s:s}}", "tenant_id", TENANT, "target", "type",
+                                    "chat", "id", "oc_ok"),
+                          &d, reason, sizeof(reason)),
+                 AB_ERR_INVALID);
+    CHECK_STR_CONTAINS(reason, "data.content");
+    notify_delivery_free(d);
 }

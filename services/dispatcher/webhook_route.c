@@ -139,11 +139,12 @@ static enum ab_err prepare(struct dispatch_ctx *ctx, const struct webhook *w,
 {
     PGconn *conn = NULL;
     bool message = strcmp(w->action, "forward") != 0 && strcmp(w->action, "custom") != 0;
+    if (!message && w->tenant == NULL)
+        return AB_OK; /* a forward or custom event names nobody: nothing to look up */
     enum ab_err err = ab_db_acquire(ctx->svc->db, DB_WAIT_MS, &conn, reason, size);
     if (err)
         return err;
-    if (message || w->tenant != NULL)
-        err = resolve_tenant(conn, w, tenant_id, reason, size);
+    err = resolve_tenant(conn, w, tenant_id, reason, size);
     if (!err && message && strcmp(w->channel ? w->channel : "", "chat") != 0)
         err = resolve_target(conn, w, tenant_id, target, reason, size);
     ab_db_release(ctx->svc->db, conn);

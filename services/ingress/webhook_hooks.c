@@ -448,27 +448,17 @@ static void store(struct ingress_hooks *hk, struct _u_response *resp, const json
     PQclear(res);
 }
 
-static void create_hook(const struct _u_request *req, struct _u_response *resp, void *ud)
+/* POST creates (no id in the path), PUT replaces the hook the path names. */
+static void write_hook(const struct _u_request *req, struct _u_response *resp, void *ud)
 {
     struct ingress_hooks *hk = ud;
+    /* by the method: a query's ?id= must not turn a create into a replace */
+    const char *id = strcmp(req->http_verb, "PUT") == 0 ? u_map_get(req->map_url, "id") : NULL;
     json_t *def = NULL;
     struct ab_hook h;
     if (ingress_admin_authorized(hk->admin, req, resp) &&
-        check_definition(hk, req, resp, NULL, &def, &h)) {
-        store(hk, resp, def, &h, true);
-        ab_hook_cleanup(&h);
-    }
-    json_decref(def);
-}
-
-static void replace_hook(const struct _u_request *req, struct _u_response *resp, void *ud)
-{
-    struct ingress_hooks *hk = ud;
-    json_t *def = NULL;
-    struct ab_hook h;
-    if (ingress_admin_authorized(hk->admin, req, resp) &&
-        check_definition(hk, req, resp, u_map_get(req->map_url, "id"), &def, &h)) {
-        store(hk, resp, def, &h, false);
+        check_definition(hk, req, resp, id, &def, &h)) {
+        store(hk, resp, def, &h, id == NULL);
         ab_hook_cleanup(&h);
     }
     json_decref(def);
@@ -506,11 +496,11 @@ enum ab_err ingress_hooks_admin_routes(struct ingress_hooks *hk, struct ab_http_
 {
     enum ab_err err = ab_http_server_route(api, "GET", "/api/admin/hooks", list_hooks, hk);
     if (!err)
-        err = ab_http_server_route(api, "POST", "/api/admin/hooks", create_hook, hk);
+        err = ab_http_server_route(api, "POST", "/api/admin/hooks", write_hook, hk);
     if (!err)
         err = ab_http_server_route(api, "GET", "/api/admin/hooks/:id", get_hook, hk);
     if (!err)
-        err = ab_http_server_route(api, "PUT", "/api/admin/hooks/:id", replace_hook, hk);
+        err = ab_http_server_route(api, "PUT", "/api/admin/hooks/:id", write_hook, hk);
     if (!err)
         err = ab_http_server_route(api, "DELETE", "/api/admin/hooks/:id", delete_hook, hk);
     return err;

@@ -349,20 +349,17 @@ static enum ab_err reserve(struct ingress_webhooks *wh, const struct ab_hook *h,
     enum ab_err err = ab_service_db_acquire(wh->svc, DB_WAIT_MS, &conn, errstr, size);
     if (err)
         return err;
-    /* A row older than the window is taken over; a row a concurrent first delivery inserts
-     * after this statement's snapshot is not visible to its second half: then ask again. */
+    /* The insert (or the takeover of a row older than the window) returns the row; a row
+     * that is already there returns nothing, and is read by a second statement, which also
+     * sees one a concurrent first delivery committed meanwhile. */
     err = ab_db_exec(conn,
-                     "WITH ins AS (INSERT INTO webhook_deliveries (hook_id, delivery_key,"
-                     " event_id, body_sha256) VALUES ($1, $2, $3, $4)"
+                     "INSERT INTO webhook_deliveries (hook_id, delivery_key, event_id,"
+                     " body_sha256) VALUES ($1, $2, $3, $4)"
                      " ON CONFLICT (hook_id, delivery_key) DO UPDATE SET event_id = $3,"
                      " body_sha256 = $4, published = false, created_at = now(),"
                      " publishing_until = now() + interval '30 seconds'"
                      " WHERE webhook_deliveries.created_at < now() - $5::interval"
-                     " RETURNING event_id::text, true AS fresh, published, body_sha256)"
-                     " SELECT * FROM ins UNION ALL"
-                     " SELECT event_id::text, false, published, body_sha256"
-                     " FROM webhook_deliveries WHERE hook_id = $1 AND delivery_key = $2"
-                     " AND NOT EXISTS (SELECT 1 FROM ins)",
+                     " RETURNING event_id::text, true, published, body_sha256",
                      5, params, &res, errstr, size);
     if (err == AB_OK && PQntuples(res) == 0) {
         PQclear(res);

@@ -64,15 +64,6 @@ static bool name_valid(const char *s, size_t max)
     return true;
 }
 
-/* A Feishu chat_id, as the notifier takes it. */
-static bool chat_id_valid(const char *id)
-{
-    size_t n = strlen(id);
-    return n >= 1 && n <= 128 &&
-           strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                      "0123456789_-") == n;
-}
-
 /* "/a/b": segments of [A-Za-z0-9._-], no "." or ".." segment, not under /webhook/ (the
  * hooks' own prefix) and not the root. */
 static bool path_valid(const char *p)
@@ -215,7 +206,7 @@ static enum ab_err parse_target(struct parse *ps, const json_t *def, struct ab_h
                              "group chat id) or \"agent\"");
         if (!err && h->peer == NULL)
             err = fail(&sub, "\"peer\" is required: whom the message is for");
-        if (!err && strcmp(h->channel, "chat") == 0 && !chat_id_valid(h->peer))
+        if (!err && strcmp(h->channel, "chat") == 0 && !ab_feishu_chat_id_valid(h->peer))
             err = fail(&sub, "\"peer\" of a chat is a Feishu chat_id (1-128 of [A-Za-z0-9_-])");
         return err;
     case AB_HOOK_FORWARD:

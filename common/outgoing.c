@@ -264,13 +264,7 @@ static enum ab_err parse_retry(struct parse *ps, const json_t *v, const int64_t 
             ep->schedule[n] = n > 0 ? ep->schedule[n - 1] : EXPONENTIAL_BASE_MS;
         n = want;
     }
-    ep->retry = (struct ab_retry_policy){
-        .kind = AB_RETRY_SCHEDULE,
-        .schedule_ms = ep->schedule,
-        .schedule_len = n,
-        .jitter = 0.1,
-        .retry_after_cap_ms = 3600 * 1000,
-    };
+    ab_outgoing_use_schedule(ep, n);
     return AB_OK;
 }
 
@@ -394,22 +388,43 @@ enum ab_err ab_outgoing_parse(const json_t *webhooks, const int64_t *default_sch
     return AB_OK;
 }
 
+void ab_outgoing_use_schedule(struct ab_outgoing_endpoint *ep, size_t n)
+{
+    ep->retry = (struct ab_retry_policy){
+        .kind = AB_RETRY_SCHEDULE,
+        .schedule_ms = ep->schedule,
+        .schedule_len = n,
+        .jitter = 0.1,
+        .retry_after_cap_ms = 3600 * 1000,
+    };
+}
+
+void ab_outgoing_endpoint_cleanup(struct ab_outgoing_endpoint *ep)
+{
+    free(ep->id);
+    free(ep->url);
+    free(ep->method);
+    free(ep->tenant_id);
+    for (size_t k = 0; k < ep->secret_count; k++)
+        free(ep->secrets[k]);
+    free(ep->schedule);
+}
+
 void ab_outgoing_free(struct ab_outgoing *o)
 {
     if (o == NULL)
         return;
-    for (size_t i = 0; i < o->count; i++) {
-        struct ab_outgoing_endpoint *ep = &o->endpoints[i];
-        free(ep->id);
-        free(ep->url);
-        free(ep->method);
-        free(ep->tenant_id);
-        for (size_t k = 0; k < ep->secret_count; k++)
-            free(ep->secrets[k]);
-        free(ep->schedule);
-    }
+    for (size_t i = 0; i < o->count; i++)
+        ab_outgoing_endpoint_cleanup(&o->endpoints[i]);
     free(o->endpoints);
     free(o);
+}
+
+bool ab_feishu_chat_id_valid(const char *id)
+{
+    size_t n = id != NULL ? strlen(id) : 0;
+    return n >= 1 && n <= AB_FEISHU_CHAT_ID_MAX &&
+           strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == n;
 }
 
 const struct ab_outgoing_endpoint *ab_outgoing_find(const struct ab_outgoing *o, const char *id)

@@ -100,4 +100,17 @@ bool ab_outgoing_event_of_type(const char *type, enum ab_hook_event *out);
  * @ownership *out is malloc'ed. */
 size_t ab_outgoing_parse_schedule(const char *text, int64_t **out);
 
+/* Sets ep->retry to walk ep->schedule's first n waits, with the endpoints' jitter and
+ * Retry-After cap: one policy for configured endpoints and a notifier's forwards. */
+void ab_outgoing_use_schedule(struct ab_outgoing_endpoint *ep, size_t n);
+
+/* Frees what an endpoint holds (not ep itself). */
+void ab_outgoing_endpoint_cleanup(struct ab_outgoing_endpoint *ep);
+
+/* A Feishu group chat's id (oc_...): 1 to AB_FEISHU_CHAT_ID_MAX of [A-Za-z0-9_-], what its
+ * ids are made of and no more, since it goes into destinations, uuid names and bodies. The
+ * webhook configuration and the notifier's jobs check it alike. */
+#define AB_FEISHU_CHAT_ID_MAX 128
+bool ab_feishu_chat_id_valid(const char *id);
+
 #endif

@@ -32,7 +32,7 @@
 #define NOTIFY_TYPE_WEBHOOK "agentbus.notify.webhook"
 #define NOTIFY_TYPE_RETRY   "agentbus.notify.retry"
 #define NOTIFY_EXCERPT_MAX  512
-#define NOTIFY_CHAT_ID_MAX  128 /* a Feishu chat id: oc_..., [A-Za-z0-9_-] */
+#define NOTIFY_CHAT_ID_MAX  AB_FEISHU_CHAT_ID_MAX
 /* A forward's timeout_ms, as an endpoint's timeoutMs. */
 #define NOTIFY_FORWARD_TIMEOUT_MIN_MS 100
 #define NOTIFY_FORWARD_TIMEOUT_MAX_MS 300000

@@ -39,22 +39,6 @@ static enum ab_err bad(char *reason, size_t size, const char *type, const char *
     return AB_ERR_INVALID;
 }
 
-/* A Feishu group chat's id (oc_...): what Feishu's ids are made of, and no more, since it
- * goes into a destination, a uuid's name and a request body. */
-static bool chat_id_valid(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > NOTIFY_CHAT_ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-'))
-            return false;
-    }
-    return true;
-}
-
 /* A Feishu job: the message.sent data the dispatcher routed to a member, or a message a
  * webhook handler sends to a group chat (target.type "chat"; no type is a member). */
 static enum ab_err read_feishu(struct notify_delivery *d, const json_t *data, char *reason,
@@ -69,7 +53,7 @@ static enum ab_err read_feishu(struct notify_delivery *d, const json_t *data, ch
     if (type != NULL && !chat && strcmp(type, "member") != 0)
         return bad(reason, size, NOTIFY_TYPE_FEISHU,
                    "data.target.type must be \"member\" or \"chat\"");
-    if (chat && (target == NULL || !chat_id_valid(target)))
+    if (chat && !ab_feishu_chat_id_valid(target))
         return bad(reason, size, NOTIFY_TYPE_FEISHU,
                    "data.target.id must be a chat id (1 to 128 of A-Z a-z 0-9 _ -)");
     if (!chat && (target == NULL || !ab_uuid_valid(target)))
@@ -103,12 +87,7 @@ static void forward_free(struct ab_outgoing_endpoint *ep)
 {
     if (ep == NULL)
         return;
-    free(ep->id);
-    free(ep->url);
-    free(ep->method);
-    for (size_t i = 0; i < ep->secret_count; i++)
-        free(ep->secrets[i]);
-    free(ep->schedule);
+    ab_outgoing_endpoint_cleanup(ep);
     free(ep);
 }
 
@@ -183,13 +162,7 @@ static enum ab_err read_forward(struct notify_delivery *d, const json_t *fwd,
     ep->schedule = ab_xcalloc(len > 0 ? len : 1, sizeof(*ep->schedule));
     if (len > 0)
         memcpy(ep->schedule, cfg->default_schedule_ms, len * sizeof(*ep->schedule));
-    ep->retry = (struct ab_retry_policy){
-        .kind = AB_RETRY_SCHEDULE,
-        .schedule_ms = ep->schedule,
-        .schedule_len = len,
-        .jitter = 0.1,
-        .retry_after_cap_ms = 3600 * 1000,
-    };
+    ab_outgoing_use_schedule(ep, len);
     d->forward = ep;
     d->endpoint = ep;
     snprintf(d->destination, sizeof(d->destination), "%s", id);

@@ -73,7 +73,7 @@ $(BUILD)/bin/agentbus-%: $(BUILD)/obj/tools/%.o $(LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # The admin command-line client keeps the short name people type.
-$(BUILD)/bin/agentbusctl: $(BUILD)/obj/tools/agentbusctl.o $(LIB)
+$(BUILD)/bin/agentbusctl: $(BUILD)/obj/tools/agentbusctl.o $(BUILD)/obj/tools/agentbusctl_tail.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/crypto.h"
+#include "common/trace.h"
 #include "common/util.h"
 
 static char *dup_or_null(const char *s)
@@ -28,6 +29,9 @@ struct ab_event *ab_event_new(const char *type, const char *source, const char *
     ev->subject = dup_or_null(subject);
     ev->datacontenttype = ab_xstrdup("application/json");
     ev->data = data;
+    char traceparent[AB_TRACEPARENT_LEN + 1];
+    if (ab_trace_current_header(traceparent))
+        ev->traceparent = ab_xstrdup(traceparent);
     return ev;
 }
 

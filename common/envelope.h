@@ -23,8 +23,9 @@ struct ab_event {
     json_t *extensions;    /* other attributes, kept so a relay never drops them; owned */
 };
 
-/* A new event with a fresh UUID id and the current time. data is stolen (may be NULL);
- * subject may be NULL. @ownership free with ab_event_free. */
+/* A new event with a fresh UUID id and the current time, in the trace of the thread's
+ * current span (common/trace.h) when it has one. data is stolen (may be NULL); subject may
+ * be NULL. @ownership free with ab_event_free. */
 struct ab_event *ab_event_new(const char *type, const char *source, const char *subject,
                               json_t *data);
 void ab_event_free(struct ab_event *ev);

@@ -31,6 +31,10 @@ struct ab_http_request {
     size_t max_response_bytes;       /* body cap; 0: AB_HTTP_DEFAULT_MAX_RESPONSE_BYTES */
     bool follow_redirects;           /* at most AB_HTTP_MAX_REDIRECTS, http/https only */
     const char *user_agent;          /* NULL: AB_HTTP_DEFAULT_USER_AGENT */
+    /* W3C traceparent sent as the "traceparent" header (common/trace.h), unless headers has
+     * one. NULL: a child span of the thread's current span when it has one, else none.
+     * An invalid value is refused like a bad header. */
+    const char *traceparent;
 };
 
 /* A response header; name and value are trimmed of surrounding whitespace. */

@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "common/trace.h"
+
 #define ALLOWED_PROTOCOLS "http,https"
 #define MAX_METHOD_LEN 20
 
@@ -218,6 +220,11 @@ static enum ab_err check_request(const struct ab_http_request *req, const char *
             goto out;
         }
     }
+    struct ab_trace trace;
+    if (req->traceparent != NULL && !ab_trace_parse(req->traceparent, &trace)) {
+        set_err(errstr, errstr_size, "%s: traceparent is not a W3C traceparent", method);
+        goto out;
+    }
     if (req->user_agent != NULL && strpbrk(req->user_agent, "\r\n") != NULL) {
         set_err(errstr, errstr_size, "%s: user agent contains CR or LF", method);
         goto out;
@@ -252,17 +259,33 @@ out:
     return err;
 }
 
-/* The caller's header lines, plus two that stop libcurl adding its own to a request with a
- * body: "Expect:" (libcurl would otherwise wait for a 100-continue before sending a larger
- * body, a round trip many servers never answer), and "Content-Type:" when the caller set
- * none (libcurl would otherwise label every body as a form). */
+/* The caller's header lines, the trace context, plus two that stop libcurl adding its own
+ * to a request with a body: "Expect:" (libcurl would otherwise wait for a 100-continue
+ * before sending a larger body, a round trip many servers never answer), and
+ * "Content-Type:" when the caller set none (libcurl would otherwise label every body as a
+ * form). */
 static enum ab_err build_headers(const struct ab_http_request *req, bool sends_body,
                                  struct curl_slist **out)
 {
     struct curl_slist *list = NULL, *next;
-    const char *extra[2];
+    const char *extra[3];
     size_t extra_count = 0;
+    char trace_line[sizeof("traceparent: ") + AB_TRACEPARENT_LEN];
+    char child[AB_TRACEPARENT_LEN + 1];
 
+    if (!has_header(req->headers, "traceparent")) {
+        const char *tp = req->traceparent;
+        if (tp == NULL && ab_trace_current() != NULL) {
+            struct ab_trace t;
+            ab_trace_child(ab_trace_current(), &t);
+            ab_trace_format(&t, child);
+            tp = child;
+        }
+        if (tp != NULL) {
+            snprintf(trace_line, sizeof(trace_line), "traceparent: %s", tp);
+            extra[extra_count++] = trace_line;
+        }
+    }
     if (sends_body && !has_header(req->headers, "Expect"))
         extra[extra_count++] = "Expect:";
     if (sends_body && !has_header(req->headers, "Content-Type"))

@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/trace.h"
 #include "common/util.h"
 
 struct route {
@@ -193,6 +194,13 @@ static int trampoline(const struct _u_request *req, struct _u_response *resp, vo
     request_id(req, rid);
     ab_log_set_request_id(rid);
     ulfius_add_header_to_response(resp, "X-Request-Id", rid);
+    /* The request's span: a child of the caller's traceparent, or a new trace. Events made
+     * while handling it carry it (ab_event_new); the answer names it so a caller without a
+     * tracer can find the trace in the logs. */
+    char traceparent[AB_TRACEPARENT_LEN + 1];
+    ab_trace_enter(ab_http_header(req, "traceparent"));
+    ab_trace_current_header(traceparent);
+    ulfius_add_header_to_response(resp, "traceparent", traceparent);
 
     if (body_too_large(srv, req))
         ab_http_error(resp, AB_ERR_TOO_LARGE, "the request body is larger than %zu bytes",
@@ -221,6 +229,7 @@ static int trampoline(const struct _u_request *req, struct _u_response *resp, vo
                       "%s %s %ld", method, req->url_path ? req->url_path : "", resp->status);
     }
     ab_log_set_request_id(NULL);
+    ab_trace_leave();
     return U_CALLBACK_COMPLETE;
 }
 

@@ -15,6 +15,14 @@ enum ab_err ab_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const cha
     return AB_OK;
 }
 
+enum ab_err ab_kafka_conf_default(rd_kafka_conf_t *conf, const struct ab_config *cfg,
+                                  const char *name, const char *value, char *errstr, size_t size)
+{
+    if (json_object_get(ab_config_object(cfg, AB_OPT_KAFKA_PROPERTIES), name) != NULL)
+        return AB_OK; /* ab_kafka_conf_new has set it already */
+    return ab_kafka_conf_set(conf, name, value, errstr, size);
+}
+
 rd_kafka_conf_t *ab_kafka_conf_new(const struct ab_config *cfg, const char *client_id,
                                    char *errstr, size_t size)
 {

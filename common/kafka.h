@@ -25,6 +25,12 @@ rd_kafka_conf_t *ab_kafka_conf_new(const struct ab_config *cfg, const char *clie
 enum ab_err ab_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value,
                               char *errstr, size_t errstr_size);
 
+/* Sets one property unless kafka.properties names it: our default, the operator's word.
+ * @returns AB_OK or AB_ERR_CONFIG with errstr naming it. */
+enum ab_err ab_kafka_conf_default(rd_kafka_conf_t *conf, const struct ab_config *cfg,
+                                  const char *name, const char *value, char *errstr,
+                                  size_t errstr_size);
+
 /* Asks a broker for metadata: true when a broker answered within timeout_ms. Used by the
  * readiness check. @thread safe (any thread, any handle). */
 bool ab_kafka_reachable(rd_kafka_t *rk, int timeout_ms);

@@ -18,6 +18,7 @@
  * locked queue and rd_kafka_queue_yield, which wakes the loop's poll at once. */
 #include "common/kafka_consumer.h"
 
+#include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/trace.h"
 #include "common/util.h"
 
 #define RETRY_BACKOFF_MIN_MS 200
@@ -88,6 +90,9 @@ struct ab_consumer {
     size_t retry_count;
     struct ab_metric *m_messages; /* by group, topic and outcome */
     struct ab_metric *m_duration; /* handler time, by group and topic */
+    struct ab_metric *m_lag;      /* by group, topic and partition, from the statistics */
+    struct ab_kafka_lag *lag_series; /* the partitions m_lag has a sample of */
+    size_t lag_count;
 
     /* Async mode (start != NULL). parts and paused_all: consumer thread only. */
     ab_consumer_start_fn start;
@@ -109,6 +114,7 @@ struct ab_consumer {
 };
 
 static void async_revoke(struct ab_consumer *c, const rd_kafka_topic_partition_list_t *parts);
+static void forget_lag(struct ab_consumer *c, const rd_kafka_topic_partition_list_t *parts);
 static void set_all_paused(struct ab_consumer *c, const rd_kafka_topic_partition_list_t *parts,
                            bool paused);
 
@@ -214,6 +220,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         }
         if (c->start != NULL)
             async_revoke(c, parts);
+        forget_lag(c, parts);
         if (cooperative)
             error = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -224,6 +231,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         ab_error("kafka consumer %s: rebalance error %s", c->group_id, rd_kafka_err2str(err));
         if (c->start != NULL)
             async_revoke(c, NULL);
+        forget_lag(c, NULL);
         rd_kafka_assign(rk, NULL);
         atomic_store(&c->assigned, 0);
     }
@@ -241,6 +249,142 @@ static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
         ab_warn("kafka consumer %s: %s", c->group_id, reason);
     else
         ab_debug("kafka consumer %s: %s: %s", c->group_id, rd_kafka_err2name(err), reason);
+}
+
+/* ---- consumer lag, from librdkafka's statistics ------------------------------------------ */
+
+static int64_t stats_int(const json_t *obj, const char *name)
+{
+    const json_t *v = json_object_get(obj, name);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+}
+
+/* Not fetched by this client: never assigned, or on its way out. */
+static bool stats_not_fetched(const json_t *part)
+{
+    const char *state = json_string_value(json_object_get(part, "fetch_state"));
+    return state == NULL || strcmp(state, "none") == 0 || strcmp(state, "stopping") == 0 ||
+           strcmp(state, "stopped") == 0;
+}
+
+/* The partition's lag in messages, or -1 when it is unknown (see ab_kafka_stats_lag). */
+static int64_t stats_partition_lag(const json_t *part)
+{
+    int64_t stored = stats_int(part, "consumer_lag_stored");
+    int64_t committed = stats_int(part, "consumer_lag");
+    if (stored >= 0 && committed >= 0)
+        return stored < committed ? stored : committed;
+    if (stored >= 0 || committed >= 0)
+        return stored >= 0 ? stored : committed;
+    int64_t lo = stats_int(part, "lo_offset"), hi = stats_int(part, "hi_offset");
+    return lo >= 0 && lo == hi ? 0 : -1; /* nothing to read, whatever the start */
+}
+
+int ab_kafka_stats_lag(const char *json, size_t len, struct ab_kafka_lag **out)
+{
+    *out = NULL;
+    json_t *root = json_loadb(json, len, 0, NULL);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return -1;
+    }
+    const json_t *topics = json_object_get(root, "topics");
+    const char *topic_name, *key;
+    json_t *topic, *part;
+    size_t count = 0, cap = 0;
+    json_object_foreach((json_t *)topics, topic_name, topic)
+    {
+        json_object_foreach(json_object_get(topic, "partitions"), key, part)
+        {
+            const json_t *id = json_object_get(part, "partition");
+            if (!json_is_integer(id) || json_integer_value(id) < 0 ||
+                json_integer_value(id) > INT32_MAX || stats_not_fetched(part))
+                continue; /* -1: librdkafka's internal UnAssigned partition */
+            int64_t lag = stats_partition_lag(part);
+            if (lag < 0 || strlen(topic_name) >= sizeof((*out)->topic))
+                continue;
+            if (count == cap) {
+                cap = cap ? cap * 2 : 16;
+                *out = ab_xrealloc(*out, cap * sizeof(**out));
+            }
+            struct ab_kafka_lag *l = &(*out)[count++];
+            snprintf(l->topic, sizeof(l->topic), "%s", topic_name);
+            l->partition = (int32_t)json_integer_value(id);
+            l->lag = lag;
+        }
+    }
+    json_decref(root);
+    return (int)count;
+}
+
+static const struct ab_kafka_lag *find_lag(const struct ab_kafka_lag *lags, size_t n,
+                                           const char *topic, int32_t partition)
+{
+    for (size_t i = 0; i < n; i++)
+        if (lags[i].partition == partition && strcmp(lags[i].topic, topic) == 0)
+            return &lags[i];
+    return NULL;
+}
+
+static void remove_lag_sample(struct ab_consumer *c, const struct ab_kafka_lag *l)
+{
+    char partition[16];
+    snprintf(partition, sizeof(partition), "%d", (int)l->partition);
+    ab_metric_remove(c->m_lag, (const char *const[]){c->group_id, l->topic, partition, NULL});
+}
+
+/* Takes the lag samples of the revoked partitions (parts NULL: of all) off /metrics: a
+ * stale number would keep an autoscaler or an alert going for a partition another member
+ * now owns. Consumer thread, or after it was joined. */
+static void forget_lag(struct ab_consumer *c, const rd_kafka_topic_partition_list_t *parts)
+{
+    for (size_t i = 0; i < c->lag_count;) {
+        struct ab_kafka_lag *l = &c->lag_series[i];
+        if (parts != NULL &&
+            rd_kafka_topic_partition_list_find(parts, l->topic, l->partition) == NULL) {
+            i++;
+            continue;
+        }
+        remove_lag_sample(c, l);
+        *l = c->lag_series[--c->lag_count];
+    }
+}
+
+/* librdkafka's statistics, every statistics.interval.ms; served by the consumer's poll, so
+ * on its thread (like the rebalance callback). Only partitions assigned now get a sample:
+ * the statistics may have been gathered before a revoke this thread has already handled. */
+static int on_stats(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
+{
+    struct ab_consumer *c = opaque;
+    struct ab_kafka_lag *lags = NULL;
+    int n = ab_kafka_stats_lag(json, json_len, &lags);
+    if (n < 0) {
+        ab_debug("kafka consumer %s: unreadable statistics", c->group_id);
+        return 0;
+    }
+    rd_kafka_topic_partition_list_t *assigned = NULL;
+    if (rd_kafka_assignment(rk, &assigned) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        assigned = NULL;
+    size_t kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (assigned == NULL ||
+            rd_kafka_topic_partition_list_find(assigned, lags[i].topic, lags[i].partition) == NULL)
+            continue;
+        char partition[16];
+        snprintf(partition, sizeof(partition), "%d", (int)lags[i].partition);
+        ab_metric_set(c->m_lag, (const char *const[]){c->group_id, lags[i].topic, partition, NULL},
+                      (double)lags[i].lag);
+        lags[kept++] = lags[i];
+    }
+    for (size_t i = 0; i < c->lag_count; i++)
+        if (find_lag(lags, kept, c->lag_series[i].topic, c->lag_series[i].partition) == NULL)
+            remove_lag_sample(c, &c->lag_series[i]); /* gone, or its lag is unknown now */
+    free(c->lag_series);
+    c->lag_series = lags;
+    c->lag_count = kept;
+    if (assigned != NULL)
+        rd_kafka_topic_partition_list_destroy(assigned);
+    return 0; /* librdkafka frees json */
 }
 
 enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *producer,
@@ -290,6 +434,11 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
     c->m_in_flight = ab_metrics_gauge(ab_metrics_default(), "agentbus_kafka_in_flight",
                                       "messages in hand of an asynchronous consumer",
                                       (const char *const[]){ "group", NULL });
+    c->m_lag = ab_metrics_gauge(
+        ab_metrics_default(), "agentbus_kafka_consumer_lag",
+        "messages of an assigned partition not yet handled (its end minus the offset stored or "
+        "committed), from librdkafka's statistics; no sample while unknown",
+        (const char *const[]){"group", "topic", "partition", NULL});
 
     struct {
         const char *name;
@@ -313,6 +462,9 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
         err = ab_kafka_conf_set(conf, props[i].name, props[i].text ? props[i].text : num, errstr,
                                 size);
     }
+    /* The consumer lag gauge's refresh; kafka.properties may change it (0: no gauge). */
+    if (!err)
+        err = ab_kafka_conf_default(conf, cfg, "statistics.interval.ms", "5000", errstr, size);
     if (err) {
         rd_kafka_conf_destroy(conf);
         goto fail;
@@ -320,6 +472,7 @@ enum ab_err ab_consumer_new(const struct ab_config *cfg, struct ab_producer *pro
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_stats_cb(conf, on_stats);
     c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
     if (c->rk == NULL) {
         rd_kafka_conf_destroy(conf);
@@ -478,6 +631,7 @@ static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
     enum ab_err err = ab_event_parse(rkm->payload, rkm->len, &ev, reason, sizeof(reason));
     if (err == AB_OK) {
         ab_log_set_event_id(ev->id);
+        ab_trace_enter(ev->traceparent); /* this service's span of the event's trace */
         msg.event = ev;
         err = c->handler(c->handler_ud, &msg, reason, sizeof(reason));
         if (err && reason[0] == '\0')
@@ -501,6 +655,7 @@ static bool handle(struct ab_consumer *c, rd_kafka_message_t *rkm, int attempt)
     ab_metric_observe(c->m_duration, (const char *const[]){ c->group_id, msg.topic, NULL },
                       (double)(ab_monotonic_ms() - started) / 1000.0);
     ab_log_set_event_id(NULL);
+    ab_trace_leave();
     ab_event_free(ev);
     return finished;
 }
@@ -737,7 +892,9 @@ static void start_job(struct ab_consumer *c, struct ab_consumer_job *job)
     job->state = JOB_RUNNING;
     job->started_ms = ab_monotonic_ms();
     ab_log_set_event_id(job->ev->id);
+    ab_trace_enter(job->ev->traceparent); /* the start hook copies the span if it needs it */
     c->start(c->handler_ud, job);
+    ab_trace_leave();
     ab_log_set_event_id(NULL);
 }
 
@@ -955,6 +1112,8 @@ void ab_consumer_free(struct ab_consumer *c)
         rd_kafka_queue_destroy(c->cq);
     if (c->rk)
         rd_kafka_destroy(c->rk);
+    forget_lag(c, NULL);
+    free(c->lag_series);
     pthread_mutex_destroy(&c->done_lock);
     free(c->retries);
     free(c->group_id);

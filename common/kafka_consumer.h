@@ -136,4 +136,29 @@ size_t ab_consumer_in_flight(const struct ab_consumer *c);
 
 rd_kafka_t *ab_consumer_handle(const struct ab_consumer *c);
 
+/* ---- consumer lag ----
+ * Every consumer publishes agentbus_kafka_consumer_lag{group,topic,partition} from
+ * librdkafka's statistics (statistics.interval.ms: 5000 unless kafka.properties sets it; 0
+ * turns the gauge off) for the partitions it owns; a partition revoked or whose lag is
+ * unknown has no sample, so a stale number never outlives its owner. */
+
+/* The lag of one partition, as ab_kafka_stats_lag reads it. */
+struct ab_kafka_lag {
+    char topic[256];
+    int32_t partition;
+    int64_t lag; /* messages, >= 0 */
+};
+
+/* Reads the consumer lag of the partitions this client fetches from librdkafka's statistics
+ * JSON (the stats_cb's text; fields as in librdkafka's STATISTICS.md): the smaller of
+ * librdkafka's consumer_lag_stored and consumer_lag, that is the partition's end (its last
+ * stable offset) minus the furthest of the offsets stored (work finished: we store only
+ * after durable work) and committed. 0 for an empty partition (lo_offset == hi_offset)
+ * when neither is known yet. Left out: the internal partition -1, partitions not fetched
+ * (fetch_state none, stopping, stopped), and partitions whose lag is unknown (both -1 on a
+ * partition with messages). *out gets a malloc'd array the caller frees (NULL when there
+ * is none). @returns the number of entries, or -1 when json is not statistics JSON.
+ * @thread safe (pure). */
+int ab_kafka_stats_lag(const char *json, size_t len, struct ab_kafka_lag **out);
+
 #endif

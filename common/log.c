@@ -8,6 +8,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/trace.h"
+
 static char log_service[64] = "agentbus";
 static enum ab_log_level log_min_level = AB_LOG_INFO;
 static FILE *log_out;
@@ -171,6 +173,11 @@ void ab_log_fields(enum ab_log_level level, json_t *fields, const char *fmt, ...
         json_object_set_new(line, "request_id", json_string(log_request_id));
     if (log_event_id[0] != '\0')
         json_object_set_new(line, "event_id", json_string(log_event_id));
+    const struct ab_trace *trace = ab_trace_current();
+    if (trace != NULL) {
+        json_object_set_new(line, "trace_id", json_string(trace->trace_id));
+        json_object_set_new(line, "span_id", json_string(trace->span_id));
+    }
     if (json_is_object(fields)) {
         const char *key;
         json_t *value;

@@ -41,6 +41,7 @@ struct series {
     uint64_t hash;
     const char *values[AB_METRICS_MAX_LABELS + 1]; /* NULL-terminated; the text follows counts */
     double value;                                  /* counter or gauge value; histogram sum */
+    bool removed;      /* ab_metric_remove: not rendered until observed again */
     uint64_t counts[]; /* histogram only: per bucket (not cumulative); [nbounds] is +Inf */
 };
 
@@ -343,6 +344,7 @@ static void update(struct ab_metric *f, const char *const *values, enum op op, d
     pthread_mutex_lock(&f->lock);
     struct series *s = series_get(f, values, hash, &why);
     if (s != NULL) {
+        s->removed = false;
         switch (op) {
         case OP_ADD:
             s->value += v;
@@ -402,6 +404,31 @@ void ab_metric_observe(struct ab_metric *histogram, const char *const *label_val
         misuse(histogram, "ab_metric_observe applies to histograms only");
     else
         update(histogram, label_values, OP_OBSERVE, value);
+}
+
+void ab_metric_remove(struct ab_metric *metric, const char *const *label_values)
+{
+    if (metric == NULL)
+        return;
+    if (metric->kind == KIND_GAUGE_FN) {
+        misuse(metric, "ab_metric_remove does not apply to callback gauges");
+        return;
+    }
+    if (!label_count_ok(metric, label_values)) {
+        misuse(metric, "the label values do not match the label names");
+        return;
+    }
+    /* The series is kept, only hidden: render reads label values without the lock. */
+    uint64_t hash = hash_values(label_values, metric->nlabels);
+    pthread_mutex_lock(&metric->lock);
+    struct series *s = series_find(metric, label_values, hash);
+    if (s != NULL) {
+        s->removed = true;
+        s->value = 0;
+        if (metric->kind == KIND_HISTOGRAM)
+            memset(s->counts, 0, (metric->nbounds + 1) * sizeof(*s->counts));
+    }
+    pthread_mutex_unlock(&metric->lock);
 }
 
 /* ---- families and the registry ---- */
@@ -873,16 +900,20 @@ static void render_family(struct strbuf *sb, struct ab_metric *f)
     }
     size_t k = 0;
     for (size_t b = 0; b < f->table_size; b++) {
-        for (const struct series *s = f->table[b]; s != NULL; s = s->next, k++) {
+        for (const struct series *s = f->table[b]; s != NULL; s = s->next) {
+            if (s->removed)
+                continue;
             rows[k].values = s->values;
             rows[k].value = s->value;
             if (ncounts > 0) {
                 memcpy(counts + k * ncounts, s->counts, ncounts * sizeof(*counts));
                 rows[k].counts = counts + k * ncounts;
             }
+            k++;
         }
     }
     pthread_mutex_unlock(&f->lock);
+    n = k;
 
     if (n > 1)
         qsort(rows, n, sizeof(*rows), row_cmp);

@@ -87,6 +87,14 @@ void ab_metric_add(struct ab_metric *gauge, const char *const *label_values, dou
 void ab_metric_observe(struct ab_metric *histogram, const char *const *label_values,
                        double value);
 
+/* Takes one label combination off the output, as if it had never been observed, until it is
+ * observed again (then it starts from 0). For series that describe something gone (a Kafka
+ * partition no longer assigned) and would otherwise go on showing its last value. Its memory
+ * is kept, so it still counts towards AB_METRICS_MAX_SERIES. An unknown combination is a
+ * no-op; a wrong label count or a callback gauge is a programming error (logged once).
+ * metric may be NULL (no-op). @thread safe. */
+void ab_metric_remove(struct ab_metric *metric, const char *const *label_values);
+
 /* The whole registry in the text exposition format: families in registration order,
  * each family's series sorted by label values. Returns a malloc'd NUL-terminated string
  * the caller frees, its length in *len (len may be NULL); NULL when out of memory.

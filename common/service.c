@@ -203,6 +203,9 @@ int ab_service_init(struct ab_service *svc, const char *name, unsigned bit,
     }
     ab_metrics_gauge_fn(ab_metrics_default(), "agentbus_db_pool_connections_in_use",
                         "PostgreSQL connections borrowed from the pool", pool_in_use, svc->db);
+    ab_metric_set(ab_metrics_gauge(ab_metrics_default(), "agentbus_db_pool_connections_max",
+                                   "PostgreSQL connections the pool may open", NULL),
+                  NULL, (double)ab_config_int(svc->cfg, AB_OPT_DATABASE_POOL_SIZE));
 
     struct ab_http_server_options ops = {
         .name = "ops",

@@ -48,3 +48,13 @@ if [ $want_test -eq 1 ] && ! python3 -c 'import pytest' 2>/dev/null; then
         || { $sudo apt-get update -qq && $sudo apt-get install -y -qq python3-pytest >/dev/null; }
     python3 -c 'import pytest' || { echo "install-deps: pytest is not importable by python3" >&2; exit 1; }
 fi
+
+# The offline validators the deployment and contract tests run (compose, kustomize and the
+# Kubernetes schemas, the OpenAPI and AsyncAPI linters): one idempotent script per tool under
+# scripts/test-tools/, each installing into .tools/ from the registries.
+if [ $want_test -eq 1 ]; then
+    for tool in "$(dirname "$0")"/test-tools/*.sh; do
+        [ -e "$tool" ] || continue
+        bash "$tool" || { echo "install-deps: $tool failed" >&2; exit 1; }
+    done
+fi

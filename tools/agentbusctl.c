@@ -6,7 +6,8 @@
  * LLM models, agents and members may be named instead of given by id: a name is looked up
  * through the list endpoint, inside the tenant in scope. The admin token is read from the
  * environment or a file, never from the command line (it would show in `ps`), and is never
- * printed. All HTTP goes through common/http_client. `agentbusctl --help` has the details. */
+ * printed. All HTTP goes through common/http_client. `agentbusctl --help` has the details.
+ * `agentbusctl tail`, which watches a topic through Kafka itself, is tools/agentbusctl_tail.c. */
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include "common/http_client.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "tools/agentbusctl_tail.h"
 
 #define PROG "agentbusctl"
 #define DEFAULT_URL "http://127.0.0.1:8080"
@@ -58,7 +60,7 @@ static const char usage_commands[] =
     "  agentbusctl dead-letters replay ID\n"
     "  agentbusctl dead-letters replay --endpoint E --since TIME\n"
     "  agentbusctl dead-letters purge [--endpoint E] [--before TIME]\n"
-    "  agentbusctl webhook enable ENDPOINT\n"
+    "  agentbusctl webhook enable ENDPOINT\n" CTL_TAIL_USAGE
     "  agentbusctl help\n"
     "\n"
     "RESOURCE: tenants, llm-models, agents, members, agent-member-relationships,\n"
@@ -94,6 +96,9 @@ static const char usage_details[] =
     "The admin token comes from --token-file, else AGENTBUS_ADMIN_TOKEN, else the file\n"
     "$AGENTBUS_RUN_DIR/admin-token (default .run/admin-token, which `make up` writes). It is\n"
     "never taken as an argument, because arguments show in `ps`, and it is never printed.\n"
+    "\n"
+    "tail reads Kafka itself, not the API: it needs KAFKA_BOOTSTRAP (or --bootstrap), not the\n"
+    "token. `agentbusctl tail --help` has its options.\n"
     "\n"
     "Output: the server's JSON, pretty-printed, on stdout. Errors on stderr. Exit status: 0\n"
     "done; 1 the server refused (its error code and message are shown), a name did not\n"
@@ -1385,6 +1390,10 @@ static int run(struct ctl *ctl, struct args *a)
         return cmd_dead_letters(ctl, a);
     if (strcmp(command, "webhook") == 0)
         return cmd_webhook(ctl, a);
+    if (strcmp(command, "tail") == 0) {
+        usage_error("tail comes first, before its own options: agentbusctl tail [TOPIC] ...");
+        return EXIT_USAGE;
+    }
     if (resource_find(command, &res))
         return cmd_resource(ctl, a, res);
     usage_error("unknown command \"%s\"", command);
@@ -1395,6 +1404,10 @@ int main(int argc, char **argv)
 {
     struct args a;
     struct ctl ctl = { 0 };
+    /* tail has options of its own (a repeatable --type, a --json without value) and talks
+     * to Kafka rather than to the API: it takes the command line from here. */
+    if (argc > 1 && strcmp(argv[1], "tail") == 0)
+        return ctl_tail(argc - 1, argv + 1);
     int rc = args_parse(argc, argv, &a);
     if (rc != EXIT_DONE)
         return rc;

@@ -82,7 +82,6 @@ enum ab_err dispatch_fanout(struct dispatch_ctx *ctx, const struct ab_outgoing *
         json_object_set_new(data, "tenant_id", str_or_null(tenant));
         struct ab_event *job = ab_event_new_derived("agentbus.notify.webhook", SOURCE, ep->id, data,
                                                     "%s:webhook:%s", ev->id, ep->id);
-        ab_event_set_traceparent(job, ev->traceparent);
         size_t key_size = strlen(ep->id) + 16;
         keys[n] = ab_xmalloc(key_size);
         snprintf(keys[n], key_size, "webhook:%s", ep->id);

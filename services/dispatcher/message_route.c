@@ -197,18 +197,16 @@ static enum ab_err store(PGconn *conn, const struct ab_consumed *msg, struct dis
  * and `suffix`, so producing it again after a redelivery is the same event. data is
  * stolen. Kafka refusing the event as such (too large, invalid) is final; anything else
  * is retried. */
-static enum ab_err publish(struct dispatch_ctx *ctx, const struct ab_event *in,
-                           const struct dispatch_message *m, enum ab_topic topic,
-                           const char *type, const char *suffix, const char *key, json_t *data,
-                           char *reason, size_t size)
+static enum ab_err publish(struct dispatch_ctx *ctx, const struct dispatch_message *m,
+                           enum ab_topic topic, const char *type, const char *suffix,
+                           const char *key, json_t *data, char *reason, size_t size)
 {
     if (data == NULL) {
         snprintf(reason, size, "out of memory building %s", type);
         return AB_ERR_NOMEM;
     }
-    struct ab_event *ev = ab_event_new_derived(type, SOURCE, m->target_id, data, "%s:%s",
-                                               m->event_id, suffix);
-    ab_event_set_traceparent(ev, in->traceparent);
+    struct ab_event *ev =
+        ab_event_new_derived(type, SOURCE, m->target_id, data, "%s:%s", m->event_id, suffix);
     enum ab_err err = ab_producer_send_event(ctx->svc->producer, topic, key, ev, reason, size);
     ab_event_free(ev);
     return dispatch_kafka_outcome(err);
@@ -228,8 +226,8 @@ static json_t *data_with(const struct dispatch_message *m, const char *name, jso
 /* Step 2: the route's own event, then agentbus.message.received for everyone else. The
  * LLM request names the message it answers (message_event_id): the worker stores the user
  * turn under that id, so a message is in the history once however often it is answered. */
-static enum ab_err publish_all(struct dispatch_ctx *ctx, const struct ab_event *in,
-                               const struct dispatch_message *m, char *reason, size_t size)
+static enum ab_err publish_all(struct dispatch_ctx *ctx, const struct dispatch_message *m,
+                               char *reason, size_t size)
 {
     enum ab_err err = AB_OK;
     const char *conv = m->conversation_id[0] ? m->conversation_id : NULL;
@@ -237,12 +235,12 @@ static enum ab_err publish_all(struct dispatch_ctx *ctx, const struct ab_event *
         json_t *request = data_with(m, "conversation_id", json_string(conv));
         if (request != NULL)
             json_object_set_new(request, "message_event_id", json_string(m->event_id));
-        err = publish(ctx, in, m, AB_TOPIC_LLM_REQUESTS, "agentbus.llm.request", "llm",
+        err = publish(ctx, m, AB_TOPIC_LLM_REQUESTS, "agentbus.llm.request", "llm",
                       m->conversation_key, request, reason, size);
     } else if (m->route == DISPATCH_ROUTE_NOTIFY) {
         char key[DISPATCH_KEY_MAX];
         snprintf(key, sizeof(key), "member:%s", m->target_id);
-        err = publish(ctx, in, m, AB_TOPIC_NOTIFY, "agentbus.notify.feishu", "notify", key,
+        err = publish(ctx, m, AB_TOPIC_NOTIFY, "agentbus.notify.feishu", "notify", key,
                       json_incref(m->data), reason, size);
     }
     if (!err && m->conversation_created) {
@@ -255,7 +253,7 @@ static enum ab_err publish_all(struct dispatch_ctx *ctx, const struct ab_event *
                                     json_object_get(m->data, "target"));
         if (started != NULL && m->webhook_sender)
             json_object_set_new(started, "session_key", json_string(m->session_key));
-        err = publish(ctx, in, m, AB_TOPIC_EVENTS, "agentbus.session.started", "session_started",
+        err = publish(ctx, m, AB_TOPIC_EVENTS, "agentbus.session.started", "session_started",
                       m->conversation_key, started, reason, size);
     }
     if (err)
@@ -263,7 +261,7 @@ static enum ab_err publish_all(struct dispatch_ctx *ctx, const struct ab_event *
     json_t *received = data_with(m, "route", json_string(m->route_name));
     if (received != NULL)
         json_object_set_new(received, "conversation_id", conv ? json_string(conv) : json_null());
-    return publish(ctx, in, m, AB_TOPIC_EVENTS, "agentbus.message.received", "received",
+    return publish(ctx, m, AB_TOPIC_EVENTS, "agentbus.message.received", "received",
                    m->conversation_key, received, reason, size);
 }
 
@@ -282,7 +280,7 @@ enum ab_err dispatch_message_sent(struct dispatch_ctx *ctx, const struct ab_cons
     }
     err = dispatch_db_outcome(err);
     if (err == AB_OK)
-        err = publish_all(ctx, msg->event, &m, reason, size);
+        err = publish_all(ctx, &m, reason, size);
     if (err == AB_OK) {
         ab_metric_inc(ctx->m_routed, (const char *const[]){ m.route_name, NULL }, 1);
         ab_debug("message %s from %s routed to %s %s (%s)", m.event_id,

@@ -157,7 +157,6 @@ static enum ab_err produce(struct dispatch_ctx *ctx, const struct ab_event *in, 
 {
     struct ab_event *ev =
         ab_event_new_derived(type, SOURCE, in->subject, data, "%s:%s", in->id, suffix);
-    ab_event_set_traceparent(ev, in->traceparent);
     enum ab_err err = ab_producer_send_event(ctx->svc->producer, topic, key, ev, reason, size);
     ab_event_free(ev);
     return dispatch_kafka_outcome(err);

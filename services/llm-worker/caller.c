@@ -268,8 +268,10 @@ static void after_failure(struct llmw_caller *c, struct llmw_job *job,
     if (delay < 0) /* this model's last word goes into the message the error event carries */
         snprintf(job->error_message + used, sizeof(job->error_message) - used, "%smodel %s: %s",
                  used ? "; " : "", m->name, detail && detail[0] ? detail : ab_err_name(err));
+    ab_trace_resume(job->traceparent); /* the caller's thread serves every job */
     ab_warn("llm request %s: model %s attempt %d failed (%s)%s: %s", job->req.event_id, m->name,
             job->attempt, code, delay >= 0 ? ", will retry" : "", detail ? detail : "");
+    ab_trace_leave();
     end_call(c, job);
     if (delay >= 0) {
         job->due_ms = ab_monotonic_ms() + delay;
@@ -368,6 +370,8 @@ static void launch(struct llmw_caller *c, struct llmw_job *job, struct slot *s)
         after_failure(c, job, NULL, AB_ERR_CONFIG, false, "bad_model_config", errstr);
         return;
     }
+    char traceparent[AB_TRACEPARENT_LEN + 1]; /* each attempt is a span of the job's */
+    ab_trace_child_header(job->traceparent, traceparent);
     const struct ab_http_multi_request req = {
         .http = { .method = "POST",
                   .url = job->spec.url,
@@ -377,7 +381,8 @@ static void launch(struct llmw_caller *c, struct llmw_job *job, struct slot *s)
                   .connect_timeout_ms = m->connect_timeout_ms,
                   .timeout_ms = m->total_timeout_ms,
                   .max_response_bytes = c->o.max_response_bytes,
-                  .user_agent = "agentbus-llm-worker" },
+                  .user_agent = "agentbus-llm-worker",
+                  .traceparent = traceparent },
         .first_byte_timeout_ms = m->first_token_timeout_ms,
         .idle_timeout_ms = m->idle_timeout_ms,
     };

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "common/kafka_consumer.h"
+#include "common/trace.h"
 #include "services/llm-worker/llm_request.h"
 #include "services/llm-worker/openai_stream.h"
 #include "services/llm-worker/provider.h"
@@ -47,7 +48,7 @@ struct llmw_job {
     struct ab_consumer_job *cj; /* the consumer's; done exactly once */
     struct llmw_request req;    /* borrows from cj's event */
     char key[LLMW_KEY_MAX];     /* the Kafka key: the conversation */
-    const char *traceparent;    /* borrowed from cj's event; may be NULL */
+    char traceparent[AB_TRACEPARENT_LEN + 1]; /* the worker's span of the request */
     int64_t arrived_ms;         /* monotonic, for latency */
     enum llmw_stage stage;
     struct llmw_job *next;      /* in a queue */

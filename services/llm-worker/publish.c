@@ -79,7 +79,7 @@ static size_t add(struct batch *b, const struct llmw_job *job, enum ab_topic top
     struct ab_event *ev = ab_event_new(type, LLMW_EVENT_SOURCE, subject, data);
     free(ev->id);
     ev->id = ab_xstrdup(id);
-    ab_event_set_traceparent(ev, job->traceparent);
+    ab_event_set_traceparent(ev, job->traceparent[0] != '\0' ? job->traceparent : NULL);
     size_t i = b->n++;
     snprintf(b->keys[i], sizeof(b->keys[i]), "%s", key);
     b->items[i] = (struct ab_outgoing_event){ topic, b->keys[i], ev, AB_OK };

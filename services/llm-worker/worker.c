@@ -233,7 +233,9 @@ static void *db_thread(void *arg)
         if (job == NULL)
             return NULL; /* the engine is gone, and nothing is left */
         ab_log_set_event_id(job->req.event_id);
+        ab_trace_resume(job->traceparent);
         run_stage(w, job, stopping);
+        ab_trace_leave();
         ab_log_set_event_id(NULL);
     }
 }
@@ -273,7 +275,7 @@ void llmw_worker_start_job(void *ud, struct ab_consumer_job *cj)
         end_job(job, AB_ERR_INVALID, reason); /* dead-lettered with the reason */
         return;
     }
-    job->traceparent = msg->event->traceparent;
+    ab_trace_current_header(job->traceparent); /* the consumer's span of this message */
     conversation_key(&job->req, msg, job->key);
     enqueue(w, job);
 }

@@ -12,6 +12,7 @@
 #include "common/crypto.h"
 #include "common/http_multi.h"
 #include "common/log.h"
+#include "common/trace.h"
 #include "common/util.h"
 #include "services/notifier/feishu.h"
 
@@ -665,6 +666,11 @@ static void on_done(void *ud, const struct ab_http_multi_result *r)
 static void start_call(struct notify_engine *e, struct call *c, const char *method, const char *url,
                        const char *const *headers, const char *body, long timeout_ms)
 {
+    /* A delivery's call is a child span of the delivery's; a token fetch serves many. */
+    char traceparent[AB_TRACEPARENT_LEN + 1];
+    bool traced = c->d != NULL && c->d->traceparent != NULL;
+    if (traced)
+        ab_trace_child_header(c->d->traceparent, traceparent);
     const struct ab_http_multi_request req = {
         .http = {.method = method,
                  .url = url,
@@ -674,7 +680,8 @@ static void start_call(struct notify_engine *e, struct call *c, const char *meth
                  .timeout_ms = timeout_ms,
                  .connect_timeout_ms = timeout_ms < 10000 ? timeout_ms : 10000,
                  .max_response_bytes = RESPONSE_CAP,
-                 .user_agent = USER_AGENT},
+                 .user_agent = USER_AGENT,
+                 .traceparent = traced ? traceparent : NULL},
         .guard = e->o.guard,
     };
     const struct ab_http_multi_callbacks cb = {

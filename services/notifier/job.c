@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/crypto.h"
+#include "common/trace.h"
 #include "common/util.h"
 #include "services/notifier/delivery.h"
 
@@ -244,7 +245,10 @@ enum ab_err notify_delivery_from_job(struct notify_delivery *d, const struct ab_
     snprintf(d->id, sizeof(d->id), "%s", ev->id);
     d->job = ab_event_to_json(ev);
     d->key = ab_xstrdup(key != NULL ? key : "");
-    d->traceparent = ab_xstrdup(ev->traceparent);
+    /* The delivery's span: the notifier's, when it is working on the message in its
+     * consumer's span; else (a retry read back from its schedule) the job's own. */
+    char span[AB_TRACEPARENT_LEN + 1];
+    d->traceparent = ab_xstrdup(ab_trace_current_header(span) ? span : ev->traceparent);
     d->attempt = 1;
     d->retry_after_ms = -1;
     if (!ab_time_parse_rfc3339(ev->time, &d->job_time_ms))
@@ -280,6 +284,11 @@ enum ab_err notify_delivery_from_retry(struct notify_delivery *d, const struct a
         return err == AB_ERR_NOMEM ? err : AB_ERR_INVALID;
     err = notify_delivery_from_job(d, inner, str_at(ev->data, "key", NULL), cfg, reason, size);
     ab_event_free(inner);
+    if (ab_trace_current() == NULL && ev->traceparent != NULL) {
+        /* Read back from its schedule: the retry names the delivery's own span. */
+        free(d->traceparent);
+        d->traceparent = ab_xstrdup(ev->traceparent);
+    }
     d->attempt = (int)json_integer_value(attempt);
     d->deferrals = (int)json_integer_value(json_object_get(ev->data, "deferrals"));
     d->replay = (int)json_integer_value(json_object_get(ev->data, "replay"));

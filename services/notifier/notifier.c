@@ -15,6 +15,7 @@
 #include "common/metrics.h"
 #include "common/netguard.h"
 #include "common/outgoing.h"
+#include "common/trace.h"
 #include "services/notifier/delivery.h"
 #include "services/notifier/engine.h"
 #include "services/notifier/store.h"
@@ -28,6 +29,9 @@
 #define SCHEDULER_MAX_WAIT_MS 1000
 #define DISABLED_REFRESH_MS   2000
 #define CLAIM_BATCH           256
+/* How often the dead letters held are counted (a scan of notify_dead_letters), besides
+ * right after this process dead-letters a delivery. */
+#define DEAD_LETTERS_REFRESH_MS 10000
 
 /* The database threads' queues of deliveries (linked by their next). */
 enum queue { Q_PREPARE, Q_SCHEDULE, Q_RECORD, Q__COUNT };
@@ -67,9 +71,14 @@ struct notify_notifier {
     atomic_size_t scheduled_in_hand; /* claimed, not yet recorded */
     atomic_size_t in_engine;         /* submitted, not yet finished */
     atomic_llong backlog;
+    atomic_llong dead_held;           /* agentbus_notify_dead_letters_held */
+    atomic_bool dead_letters_changed; /* this process recorded a dead letter: count again */
 
     struct ab_metric *m_attempts, *m_delivery, *m_attempt_time, *m_dead, *m_failing;
     struct ab_metric *m_backlog, *m_in_flight;
+    /* Registered by the scheduler thread once the first count is in (no made-up 0 before
+     * it); read by notify_notifier_free after that thread is joined. */
+    struct ab_metric *m_dead_held;
 };
 
 /* ---- queues ---- */
@@ -221,11 +230,19 @@ static void observe(struct notify_notifier *n, const struct notify_delivery *d)
     if (d->outcome == NOTIFY_DELIVERED)
         ab_metric_observe(n->m_delivery, (const char *const[]){kind, NULL},
                           (double)(ab_wall_ms() - d->job_time_ms) / 1000.0);
-    if (d->outcome == NOTIFY_FAILED)
+    if (d->outcome == NOTIFY_FAILED) {
         ab_metric_inc(n->m_dead, (const char *const[]){kind, NULL}, 1);
+        atomic_store(&n->dead_letters_changed, true);
+    }
     if (d->breaker_opened || d->breaker_closed)
         ab_metric_set(n->m_failing, (const char *const[]){notify_delivery_endpoint_id(d), NULL},
                       d->breaker_opened ? 1 : 0);
+    /* The lines below are the delivery's, whichever thread reports it. */
+    struct ab_trace outer;
+    bool had_outer = ab_trace_current() != NULL;
+    if (had_outer)
+        outer = *ab_trace_current();
+    ab_trace_resume(d->traceparent);
     switch (d->outcome) {
     case NOTIFY_DELIVERED:
         ab_debug("delivery %s to %s: delivered (attempt %d, HTTP %ld, %lld ms)", d->id,
@@ -247,6 +264,7 @@ static void observe(struct notify_notifier *n, const struct notify_delivery *d)
         ab_warn("endpoint %s is failing: its breaker is open", d->destination);
     if (d->breaker_closed)
         ab_info("endpoint %s answers again: its breaker is closed", d->destination);
+    ab_trace_set_current(had_outer ? &outer : NULL);
 }
 
 /* The events of a batch: each try sends those still pending (never acknowledged, failed
@@ -605,6 +623,29 @@ static void refresh_disabled(struct notify_notifier *n, PGconn *conn)
     notify_store_strings_free(old, old_count);
 }
 
+static double gauge_dead_held(void *ud)
+{
+    return (double)atomic_load(&((struct notify_notifier *)ud)->dead_held);
+}
+
+/* Counts the dead letters held, for agentbus_notify_dead_letters_held (scheduler thread). */
+static void count_dead_letters(struct notify_notifier *n, PGconn *conn)
+{
+    int64_t held;
+    char reason[256];
+    if (notify_store_dead_letters_held(conn, &held, reason, sizeof(reason)) != AB_OK) {
+        ab_debug("notifier: cannot count the dead letters: %s", reason);
+        return;
+    }
+    atomic_store(&n->dead_held, held);
+    if (n->m_dead_held == NULL)
+        n->m_dead_held = ab_metrics_gauge_fn(
+            ab_metrics_default(), "agentbus_notify_dead_letters_held",
+            "dead letters kept and not replayed (all notifiers'; counted every 10 s and after "
+            "each dead letter)",
+            gauge_dead_held, n);
+}
+
 /* Claims due retries and hands them to the database threads as deliveries. */
 static int64_t claim(struct notify_notifier *n, PGconn *conn)
 {
@@ -657,7 +698,7 @@ static void *scheduler_main(void *arg)
 {
     struct notify_notifier *n = arg;
     PGconn *conn = NULL;
-    int64_t next_refresh = 0, next_due = 0;
+    int64_t next_refresh = 0, next_due = 0, next_dead_count = 0;
     char reason[256];
 
     for (;;) {
@@ -701,6 +742,10 @@ static void *scheduler_main(void *arg)
             if (notify_store_backlog(conn, &backlog, reason, sizeof(reason)) == AB_OK)
                 atomic_store(&n->backlog, backlog);
             next_refresh = ab_wall_ms() + DISABLED_REFRESH_MS;
+        }
+        if (atomic_exchange(&n->dead_letters_changed, false) || ab_wall_ms() >= next_dead_count) {
+            count_dead_letters(n, conn);
+            next_dead_count = ab_wall_ms() + DEAD_LETTERS_REFRESH_MS;
         }
         next_due = claim(n, conn);
         ab_db_release(n->svc->db, conn);
@@ -877,6 +922,8 @@ void notify_notifier_free(struct notify_notifier *n)
         ab_metric_unbind_fn(n->m_backlog, n);
     if (n->m_in_flight)
         ab_metric_unbind_fn(n->m_in_flight, n);
+    if (n->m_dead_held)
+        ab_metric_unbind_fn(n->m_dead_held, n);
     free(n->threads);
     ab_outgoing_free(n->outgoing);
     ab_netguard_free(n->guard);

@@ -395,6 +395,19 @@ enum ab_err notify_store_backlog(PGconn *conn, int64_t *count, char *errstr, siz
     return AB_OK;
 }
 
+enum ab_err notify_store_dead_letters_held(PGconn *conn, int64_t *count, char *errstr, size_t size)
+{
+    PGresult *res = NULL;
+    enum ab_err err =
+        ab_db_exec(conn, "SELECT count(*) FROM notify_dead_letters WHERE replayed_at IS NULL", 0,
+                   NULL, &res, errstr, size);
+    if (err)
+        return err;
+    *count = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return AB_OK;
+}
+
 enum ab_err notify_store_disabled(PGconn *conn, char ***ids, size_t *n, char *errstr, size_t size)
 {
     PGresult *res = NULL;

@@ -40,6 +40,11 @@ enum ab_err notify_store_claim(PGconn *conn, int limit, long lease_ms, char ***i
 /* Retries waiting in notify_scheduled, all notifiers' (a count: run it now and then). */
 enum ab_err notify_store_backlog(PGconn *conn, int64_t *count, char *errstr, size_t errstr_size);
 
+/* Dead letters kept and not replayed since they died (all notifiers'; what the admin API
+ * lists and a replay would take). A count over the table: run it now and then. */
+enum ab_err notify_store_dead_letters_held(PGconn *conn, int64_t *count, char *errstr,
+                                           size_t errstr_size);
+
 /* The endpoints disabled now. */
 enum ab_err notify_store_disabled(PGconn *conn, char ***ids, size_t *n, char *errstr,
                                   size_t errstr_size);

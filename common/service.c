@@ -20,12 +20,51 @@
 
 #define BOOTSTRAP_BACKOFF_MAX_MS 30000
 
+#define MIGRATE_ONLY_DEADLINE_MS 120000 /* how long --migrate waits for PostgreSQL */
+
 static void usage(const char *name)
 {
-    printf("usage: agentbus-%s [--help] [--config-table]\n"
+    printf("usage: agentbus-%s [--help] [--config-table] [--migrate]\n"
            "Configuration comes from environment variables and the JSON file named by\n"
-           "AGENTBUS_CONFIG; `--config-table` prints every option.\n",
+           "AGENTBUS_CONFIG; `--config-table` prints every option. `--migrate` applies the\n"
+           "pending migrations and exits (0 when the schema is up to date), for a one-shot\n"
+           "step that runs before the services (which then may set database.migrate false).\n",
            name);
+}
+
+/* --migrate: applies the migrations (under the advisory lock, like a service at start),
+ * waiting for PostgreSQL with backoff for up to two minutes. @returns the exit code. */
+static int migrate_only(const struct ab_config *cfg, const char *client_id)
+{
+    char errstr[512];
+    struct ab_db_pool *db = NULL;
+    if (ab_db_pool_new(ab_config_str(cfg, AB_OPT_DATABASE_URL), 1,
+                       (int)ab_config_int(cfg, AB_OPT_DATABASE_CONNECT_TIMEOUT_S), client_id, &db,
+                       errstr, sizeof(errstr)) != AB_OK) {
+        ab_error("configuration error: %s", errstr);
+        return 2;
+    }
+    int64_t deadline = ab_monotonic_ms() + MIGRATE_ONLY_DEADLINE_MS, backoff = 500;
+    int rc = 1;
+    for (;;) {
+        int applied = 0;
+        enum ab_err err = ab_migrate(db, ab_config_str(cfg, AB_OPT_DATABASE_MIGRATIONS_DIR),
+                                     &applied, errstr, sizeof(errstr));
+        if (err == AB_OK) {
+            ab_info("database schema up to date (%d migrations applied now)", applied);
+            rc = 0;
+            break;
+        }
+        if (!ab_err_is_retriable(err) || ab_monotonic_ms() + backoff > deadline) {
+            ab_error("migrations not applied: %s", errstr);
+            break;
+        }
+        ab_warn("database not ready, retrying in %lld ms: %s", (long long)backoff, errstr);
+        usleep((useconds_t)backoff * 1000);
+        backoff = backoff * 2 > BOOTSTRAP_BACKOFF_MAX_MS ? BOOTSTRAP_BACKOFF_MAX_MS : backoff * 2;
+    }
+    ab_db_pool_free(db);
+    return rc;
 }
 
 /* The signal thread is detached and lives as long as the process, longer than the
@@ -157,10 +196,15 @@ int ab_service_init(struct ab_service *svc, const char *name, unsigned bit,
     svc->bit = bit;
     pthread_mutex_init(&svc->lock, NULL);
     pthread_cond_init(&svc->changed, NULL);
+    bool migrate = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--config-table") == 0) {
             ab_config_print_table(stdout);
             return 0;
+        }
+        if (strcmp(argv[i], "--migrate") == 0) {
+            migrate = true;
+            continue;
         }
         usage(name);
         return strcmp(argv[i], "--help") == 0 ? 0 : 2;
@@ -192,6 +236,12 @@ int ab_service_init(struct ab_service *svc, const char *name, unsigned bit,
     if (gethostname(host, sizeof(host)) != 0)
         snprintf(host, sizeof(host), "unknown");
     snprintf(client_id, sizeof(client_id), "agentbus-%s-%s", name, host);
+    if (migrate) {
+        int rc = migrate_only(svc->cfg, client_id);
+        ab_config_free(svc->cfg);
+        svc->cfg = NULL;
+        return rc;
+    }
     if (ab_db_pool_new(ab_config_str(svc->cfg, AB_OPT_DATABASE_URL),
                        (int)ab_config_int(svc->cfg, AB_OPT_DATABASE_POOL_SIZE),
                        (int)ab_config_int(svc->cfg, AB_OPT_DATABASE_CONNECT_TIMEOUT_S), client_id,

@@ -36,7 +36,8 @@ struct ab_service {
     bool bootstrap_started;
 };
 
-/* Parses the command line (--help, --config-table), loads and prints the configuration,
+/* Parses the command line (--help, --config-table, --migrate: apply the migrations and
+ * exit), loads and prints the configuration,
  * creates the pool, the producer and the ops listener, and starts the migration thread
  * (which retries with backoff while PostgreSQL is down). Blocks SIGTERM and SIGINT in every
  * thread and watches them on a thread of its own.

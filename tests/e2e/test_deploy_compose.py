@@ -212,7 +212,8 @@ def test_hadolint_passes_the_dockerfile_and_fails_a_bad_one(tmp_path):
 
 def test_every_long_running_service_has_a_health_check(project):
     for name, svc in project["services"].items():
-        if name == "topics":
+        if svc.get("restart") == "no":
+            assert name in ("topics", "migrate"), f"{name} is a one-shot"
             continue  # a one-shot: completes, is never healthy
         check = svc.get("healthcheck") or {}
         assert not check.get("disable") and check.get("test"), f"{name} has no health check"
@@ -225,10 +226,11 @@ def test_every_long_running_service_has_a_health_check(project):
 def test_the_start_order_is_gated_on_health_and_completion(project):
     want = {
         "topics": {"kafka": "service_healthy"},
-        "ingress": {"postgres": "service_healthy", "topics": "service_completed_successfully"},
+        "migrate": {"postgres": "service_healthy"},
     }
-    for name in ("dispatcher", "llm-worker", "notifier"):
-        want[name] = {"ingress": "service_healthy", "topics": "service_completed_successfully"}
+    for name in AGENTBUS_SERVICES:
+        want[name] = {"migrate": "service_completed_successfully",
+                      "topics": "service_completed_successfully"}
     services = project["services"]
     for name, deps in want.items():
         got = {dep: d["condition"] for dep, d in services[name].get("depends_on", {}).items()}
@@ -241,14 +243,14 @@ def test_the_start_order_is_gated_on_health_and_completion(project):
                 assert services[dep].get("restart") == "no", f"{dep} must be a one-shot"
 
 
-def test_only_ingress_migrates_and_the_others_wait_for_it(project):
-    """Services migrate at start (common/migrate.c, under an advisory lock): in compose that
-    is ingress alone, and the others start once its /readyz says the schema is there."""
+def test_the_migrations_are_a_step_of_their_own(project):
+    """`agentbus-ingress --migrate` applies the migrations (under the advisory lock) and exits;
+    the services start after it and do not migrate themselves."""
     services = project["services"]
-    assert services["ingress"]["environment"].get("AGENTBUS_DATABASE_MIGRATE", "true") == "true"
-    for name in ("dispatcher", "llm-worker", "notifier"):
+    assert services["migrate"]["command"] == ["agentbus-ingress", "--migrate"]
+    assert services["migrate"]["restart"] == "no"
+    for name in AGENTBUS_SERVICES:
         assert services[name]["environment"]["AGENTBUS_DATABASE_MIGRATE"] == "false", name
-        assert services[name]["depends_on"]["ingress"]["condition"] == "service_healthy"
 
 
 # --- commands, ports, image --------------------------------------------------------------
@@ -361,11 +363,18 @@ def test_the_demo_config_runs_with_the_real_binaries(project, stack):
                                 capture_output=True, text=True, timeout=120)
         assert topics.returncode == 0, topics.stderr
 
+    # The migrate step as compose runs it: ingress' binary with --migrate, then exit 0.
+    step = subprocess.run([os.path.join(BIN, "agentbus-ingress"), "--migrate"],
+                          env={**stack.env("ingress"), **container_env(project, "migrate", stack)},
+                          capture_output=True, text=True, timeout=180)
+    assert step.returncode == 0, step.stdout[-3000:] + step.stderr
+    assert "migration 0001_event_log.sql applied" in step.stdout, step.stdout[-3000:]
+
     env = container_env(project, "ingress", stack)
     assert env["AGENTBUS_ADMIN_TOKEN"] == ADMIN_TOKEN
-    ingress = stack.start("ingress", **env)  # waits for /readyz: migrated, seeded, Kafka up
+    ingress = stack.start("ingress", **env)  # waits for /readyz: schema there, seeded, Kafka up
     logs = ingress.logs()
-    assert "seed applied" in logs and "migration 0001_event_log.sql applied" in logs, logs[-3000:]
+    assert "seed applied" in logs and "migration 0001_event_log.sql applied" not in logs, logs[-3000:]
 
     admin = {"Authorization": "Bearer " + ADMIN_TOKEN}
     status, body, _ = http("GET", stack.api + "/api/admin/tenants", None, admin)
@@ -416,3 +425,9 @@ def test_a_typo_in_the_demo_config_stops_ingress_with_exit_code_2(project, stack
     svc = stack.start("ingress", wait=False, **env)
     assert svc.proc.wait(timeout=30) == 2
     assert 'unknown field "ingress.ops_prot"' in svc.logs()
+    # The migrate step reads the same configuration first: it refuses it too, untouched.
+    step = subprocess.run([os.path.join(BIN, "agentbus-ingress"), "--migrate"],
+                          env={**stack.env("ingress"), **env}, capture_output=True, text=True,
+                          timeout=60)
+    assert step.returncode == 2 and 'unknown field "ingress.ops_prot"' in step.stderr + step.stdout
+    assert stack.sql("SELECT to_regclass('public.event_log') IS NULL") == "t"

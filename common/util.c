@@ -147,6 +147,21 @@ void ab_hex(const void *bytes, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+json_t *ab_json_text_or_hex(const void *bytes, size_t len)
+{
+    if (bytes == NULL)
+        return json_null();
+    json_t *j = json_stringn(bytes, len);
+    if (j)
+        return j;
+    char *hex = ab_xmalloc(2 * len + 5);
+    memcpy(hex, "hex:", 4);
+    ab_hex(bytes, len, hex + 4);
+    j = json_string(hex);
+    free(hex);
+    return j;
+}
+
 double ab_random_unit(void)
 {
     uint64_t r;

@@ -2,6 +2,7 @@
 #ifndef AB_UTIL_H
 #define AB_UTIL_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +45,10 @@ size_t ab_redact(char *s, const char *secret);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void ab_hex(const void *bytes, size_t n, char *out);
+
+/* Bytes of unknown shape (a Kafka key or value) as a JSON string: the text when it is
+ * valid UTF-8, else "hex:" and its hex; JSON null for NULL bytes. @ownership new reference. */
+json_t *ab_json_text_or_hex(const void *bytes, size_t len);
 
 /* Allocation that cannot fail: out of memory aborts (the redis policy, STYLE.md), the
  * orchestrator restarts the process, and at-least-once delivery redoes the work. */

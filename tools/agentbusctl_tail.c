@@ -787,22 +787,6 @@ static void print_event_line(const struct ab_event *ev)
     putchar('\n');
 }
 
-/* A Kafka key or value for JSON: the text when it is UTF-8, else "hex:..." */
-static json_t *text_or_hex(const void *bytes, size_t len)
-{
-    if (bytes == NULL)
-        return json_null();
-    json_t *j = json_stringn(bytes, len);
-    if (j)
-        return j;
-    char *hex = ab_xmalloc(2 * len + 5);
-    memcpy(hex, "hex:", 4);
-    ab_hex(bytes, len, hex + 4);
-    j = json_string(hex);
-    free(hex);
-    return j;
-}
-
 /* {"topic", "partition", "offset", "timestamp", "key", then "event": the envelope as it was
  * sent, or for what is not one "error" and "value"}. */
 static void print_json_line(const rd_kafka_message_t *rkm, const char *why)
@@ -812,13 +796,13 @@ static void print_json_line(const rd_kafka_message_t *rkm, const char *why)
     json_t *line = json_pack("{s:s,s:i,s:I,s:o,s:o}", "topic", rd_kafka_topic_name(rkm->rkt),
                              "partition", (int)rkm->partition, "offset", (json_int_t)rkm->offset,
                              "timestamp", ts >= 0 ? json_integer(ts) : json_null(), "key",
-                             text_or_hex(rkm->key, rkm->key_len));
+                             ab_json_text_or_hex(rkm->key, rkm->key_len));
     json_t *event = why ? NULL : json_loadb(rkm->payload, rkm->len, 0, NULL);
     if (event) {
         json_object_set_new(line, "event", event);
     } else {
         json_object_set_new(line, "error", json_string(why ? why : "not JSON"));
-        json_object_set_new(line, "value", text_or_hex(rkm->payload, rkm->len));
+        json_object_set_new(line, "value", ab_json_text_or_hex(rkm->payload, rkm->len));
     }
     char *text = json_dumps(line, JSON_COMPACT);
     if (text)

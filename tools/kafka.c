@@ -169,21 +169,6 @@ static int produce(const struct ab_config *cfg, const char *topic, int argc, cha
     return err ? 1 : 0;
 }
 
-static json_t *text_or_hex(const void *data, size_t len)
-{
-    if (data == NULL)
-        return json_null();
-    json_t *j = json_stringn(data, len);
-    if (j)
-        return j;
-    char *hex = malloc(2 * len + 5);
-    memcpy(hex, "hex:", 4);
-    ab_hex(data, len, hex + 4);
-    j = json_string(hex);
-    free(hex);
-    return j;
-}
-
 static void print_message(const rd_kafka_message_t *rkm)
 {
     json_t *headers = json_object();
@@ -195,7 +180,7 @@ static void print_message(const rd_kafka_message_t *rkm)
         for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) ==
                            RD_KAFKA_RESP_ERR_NO_ERROR;
              i++)
-            json_object_set_new(headers, name, text_or_hex(value, size));
+            json_object_set_new(headers, name, ab_json_text_or_hex(value, size));
     }
     /* The message's timestamp (ms since the epoch; the producer's clock when it is
      * CreateTime, Kafka's default), or null. */
@@ -205,8 +190,8 @@ static void print_message(const rd_kafka_message_t *rkm)
                              rd_kafka_topic_name(rkm->rkt), "partition", (int)rkm->partition,
                              "offset", (json_int_t)rkm->offset, "timestamp",
                              ts >= 0 ? json_integer(ts) : json_null(), "key",
-                             text_or_hex(rkm->key, rkm->key_len), "value",
-                             text_or_hex(rkm->payload, rkm->len), "headers", headers);
+                             ab_json_text_or_hex(rkm->key, rkm->key_len), "value",
+                             ab_json_text_or_hex(rkm->payload, rkm->len), "headers", headers);
     char *text = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
     puts(text);
     fflush(stdout);

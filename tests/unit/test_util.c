@@ -516,3 +516,17 @@ TEST(util_redact_replaces_every_occurrence)
     CHECK_INT_EQ(ab_redact(buf, "****"), 1);
     CHECK_STR_EQ(buf, "***");
 }
+
+TEST(util_json_text_or_hex)
+{
+    json_t *j = ab_json_text_or_hex("héllo", strlen("héllo"));
+    CHECK_STR_EQ(json_string_value(j), "héllo");
+    json_decref(j);
+    const unsigned char bad[] = { 0xff, 0x00, 0x41 };
+    j = ab_json_text_or_hex(bad, sizeof(bad));
+    CHECK_STR_EQ(json_string_value(j), "hex:ff0041");
+    json_decref(j);
+    j = ab_json_text_or_hex(NULL, 0);
+    CHECK(json_is_null(j));
+    json_decref(j);
+}

@@ -10,6 +10,7 @@
 #   make bench        the foundation benchmark (ingress publish path, journal rate)
 #   make bench-gateway / bench-llm / bench-notify   the gateway, LLM worker and notifier benchmarks
 #   make bench-webhooks   the incoming-webhooks benchmark (accepted webhooks/s beside a bare route)
+#   make bench-trace      what W3C tracing adds per request
 #   make lint         checks the compiler does not make
 
 BUILD   ?= build/release
@@ -48,7 +49,7 @@ UNIT_OBJ   := $(UNIT_SRC:%.c=$(BUILD)/obj/%.o) $(UNIT_SERVICE_SRC:%.c=$(BUILD)/o
 UNIT_BIN   := $(BUILD)/bin/unit-tests
 
 .PHONY: all asan deps run up down status test test-unit test-e2e test-kafka kafka kafka-stop bench \
-        bench-gateway bench-llm bench-notify bench-webhooks \
+        bench-gateway bench-llm bench-notify bench-webhooks bench-trace \
         lint format clean
 all: $(SERVICE_BINS) $(TOOL_BINS) $(UNIT_BIN)
 
@@ -148,6 +149,14 @@ bench-notify: deps all
 # Kafka: make kafka && KAFKA_BOOTSTRAP=$(cat .run/kafka/bootstrap) make bench-webhooks
 bench-webhooks: deps all
 	@bench/webhooks.sh
+
+# What W3C tracing adds per request (a span, its traceparent, one outgoing child).
+bench-trace: deps all $(BUILD)/bin/bench-trace
+	@BUILD=$(BUILD) bench/trace.sh
+
+$(BUILD)/bin/bench-trace: $(BUILD)/obj/bench/trace.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 lint:
 	@scripts/lint.sh

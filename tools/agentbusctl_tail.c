@@ -41,6 +41,7 @@
 #define MAX_TYPES           32
 #define MAX_TOPIC_NAME      249   /* Kafka's own limit */
 #define METADATA_TIMEOUT_MS 10000 /* to find the topic and its partitions' offsets */
+#define OFFSETS_RETRY_MS    15000 /* how long a passing offsets error (no leader yet) is retried */
 #define POLL_MS             200   /* how soon a signal or --count is noticed */
 #define SUMMARY_BYTES       100   /* of a content, text or the rest of data, on a human line */
 #define MAX_RELATIVE_DAYS   3650
@@ -477,26 +478,50 @@ static int topic_partitions(struct tail *t)
     }
 }
 
+/* What a broker answers for a while after a topic was made or its leader moved: tried again
+ * (for up to OFFSETS_RETRY_MS) rather than reported. */
+static bool offsets_error_passes(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION:
+    case RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TIMED_OUT:
+    case RD_KAFKA_RESP_ERR__TRANSPORT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Kafka's ListOffsets for every partition of the topic, with each element's offset taken as
  * the timestamp to look up: RD_KAFKA_OFFSET_END (-1) the end, a time the first message
  * stamped at or after it, answered -1 when there is none. @ownership *out is the caller's. */
 static int offsets_at(struct tail *t, int64_t timestamp, rd_kafka_topic_partition_list_t **out)
 {
-    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(t->partitions);
-    for (int p = 0; p < t->partitions; p++)
-        rd_kafka_topic_partition_list_add(list, t->topic, p)->offset = timestamp;
-    rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(t->rk, list, METADATA_TIMEOUT_MS);
-    for (int i = 0; err == RD_KAFKA_RESP_ERR_NO_ERROR && i < list->cnt; i++)
-        err = list->elems[i].err;
-    if (err) {
-        fail("cannot read the offsets of topic \"%s\" on %s: %s", t->topic, t->bootstrap,
-             rd_kafka_err2str(err));
+    int64_t deadline = ab_monotonic_ms() + OFFSETS_RETRY_MS, backoff = 100;
+    for (;;) {
+        rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(t->partitions);
+        for (int p = 0; p < t->partitions; p++)
+            rd_kafka_topic_partition_list_add(list, t->topic, p)->offset = timestamp;
+        rd_kafka_resp_err_t err = rd_kafka_offsets_for_times(t->rk, list, METADATA_TIMEOUT_MS);
+        for (int i = 0; err == RD_KAFKA_RESP_ERR_NO_ERROR && i < list->cnt; i++)
+            err = list->elems[i].err;
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            *out = list;
+            return EXIT_DONE;
+        }
         rd_kafka_topic_partition_list_destroy(list);
-        *out = NULL;
-        return EXIT_FAILED;
+        if (!offsets_error_passes(err) || ab_monotonic_ms() + backoff > deadline) {
+            fail("cannot read the offsets of topic \"%s\" on %s: %s", t->topic, t->bootstrap,
+                 rd_kafka_err2str(err));
+            *out = NULL;
+            return EXIT_FAILED;
+        }
+        usleep((useconds_t)backoff * 1000);
+        backoff = backoff * 2 > 1000 ? 1000 : backoff * 2;
     }
-    *out = list;
-    return EXIT_DONE;
 }
 
 /* Every partition with its start offset, fixed now: "now" the end of each partition, "from

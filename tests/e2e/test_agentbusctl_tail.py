@@ -345,7 +345,7 @@ class Committed:
 
 def test_tail_leaves_no_committed_offsets(stack):
     topic = stack.broker.topic("agentbus.events")
-    partitions = 12  # agentbus.events on the dev broker (common/topics.c)
+    partitions = 12  # agentbus.events on the dev broker (common/topics.c); at most that elsewhere
     for i in range(3):
         stack.broker.produce(topic, json.dumps(envelope(data={"n": i})), key=f"k{i}")
     group = "e2e-tail-" + uuid.uuid4().hex[:8]
@@ -368,11 +368,12 @@ def test_tail_leaves_no_committed_offsets(stack):
             assert reader.get(topic, partitions) == [-1001] * partitions, g  # RD_KAFKA_OFFSET_INVALID
         finally:
             reader.close()
-    # The control: a commit made the same way is seen.
+    # The control: a commit made the same way is seen. Partition 0 only: on a real broker the
+    # test's topics are auto-created with the broker's partition count, not 12.
     control = Committed(stack.broker.bootstrap, group + "-control")
     try:
-        control.commit(topic, [1] + [0] * (partitions - 1))
-        assert control.get(topic, partitions)[0] == 1
+        control.commit(topic, [1])
+        assert control.get(topic, 1) == [1]
     finally:
         control.close()
 

@@ -32,41 +32,6 @@ static void usage(const char *name)
            name);
 }
 
-/* --migrate: applies the migrations (under the advisory lock, like a service at start),
- * waiting for PostgreSQL with backoff for up to two minutes. @returns the exit code. */
-static int migrate_only(const struct ab_config *cfg, const char *client_id)
-{
-    char errstr[512];
-    struct ab_db_pool *db = NULL;
-    if (ab_db_pool_new(ab_config_str(cfg, AB_OPT_DATABASE_URL), 1,
-                       (int)ab_config_int(cfg, AB_OPT_DATABASE_CONNECT_TIMEOUT_S), client_id, &db,
-                       errstr, sizeof(errstr)) != AB_OK) {
-        ab_error("configuration error: %s", errstr);
-        return 2;
-    }
-    int64_t deadline = ab_monotonic_ms() + MIGRATE_ONLY_DEADLINE_MS, backoff = 500;
-    int rc = 1;
-    for (;;) {
-        int applied = 0;
-        enum ab_err err = ab_migrate(db, ab_config_str(cfg, AB_OPT_DATABASE_MIGRATIONS_DIR),
-                                     &applied, errstr, sizeof(errstr));
-        if (err == AB_OK) {
-            ab_info("database schema up to date (%d migrations applied now)", applied);
-            rc = 0;
-            break;
-        }
-        if (!ab_err_is_retriable(err) || ab_monotonic_ms() + backoff > deadline) {
-            ab_error("migrations not applied: %s", errstr);
-            break;
-        }
-        ab_warn("database not ready, retrying in %lld ms: %s", (long long)backoff, errstr);
-        usleep((useconds_t)backoff * 1000);
-        backoff = backoff * 2 > BOOTSTRAP_BACKOFF_MAX_MS ? BOOTSTRAP_BACKOFF_MAX_MS : backoff * 2;
-    }
-    ab_db_pool_free(db);
-    return rc;
-}
-
 /* The signal thread is detached and lives as long as the process, longer than the
  * struct ab_service it serves; what the two share lives here. watch_lock guards `watched`,
  * which cleanup clears before it frees anything. */
@@ -126,13 +91,12 @@ static void sleep_unless_stopping(struct ab_service *svc, int64_t ms)
     pthread_mutex_unlock(&svc->lock);
 }
 
-/* Applies migrations (or, when this service is not to, waits for PostgreSQL to answer),
- * retrying with exponential backoff and jitter until it works or the service stops. */
-static void *bootstrap_loop(void *arg)
+/* Applies the migrations (or, when this process is not to, waits for PostgreSQL to answer),
+ * retrying with exponential backoff and jitter until it works, the service stops, or
+ * deadline_ms (monotonic; 0: none) would pass. @returns whether the database is ready. */
+static bool db_bootstrap(struct ab_service *svc, bool migrate, int64_t deadline_ms)
 {
-    struct ab_service *svc = arg;
     int64_t backoff = 500;
-    bool migrate = ab_config_bool(svc->cfg, AB_OPT_DATABASE_MIGRATE);
     const char *dir = ab_config_str(svc->cfg, AB_OPT_DATABASE_MIGRATIONS_DIR);
     while (!atomic_load(&svc->stopping)) {
         char errstr[512];
@@ -142,20 +106,55 @@ static void *bootstrap_loop(void *arg)
         if (err == AB_OK) {
             if (migrate)
                 ab_info("database schema up to date (%d migrations applied now)", applied);
-            pthread_mutex_lock(&svc->lock);
-            atomic_store(&svc->db_ready, true);
-            pthread_cond_broadcast(&svc->changed);
-            pthread_mutex_unlock(&svc->lock);
-            return NULL;
+            return true;
         }
         int64_t wait = backoff / 2 + (int64_t)(ab_random_unit() * (double)(backoff / 2));
-        ab_log_fields(AB_LOG_WARN, json_pack("{s:s,s:I}", "error", ab_err_name(err), "retry_in_ms",
-                                             (json_int_t)wait),
-                      "database not ready: %s", errstr);
+        /* With a deadline (a one-shot step) a lasting error fails at once. */
+        if (deadline_ms > 0 &&
+            (!ab_err_is_retriable(err) || ab_monotonic_ms() + wait > deadline_ms)) {
+            ab_error("database not ready, giving up: %s", errstr);
+            return false;
+        }
+        ab_log_fields(
+            AB_LOG_WARN,
+            json_pack("{s:s,s:I}", "error", ab_err_name(err), "retry_in_ms", (json_int_t)wait),
+            "database not ready: %s", errstr);
         sleep_unless_stopping(svc, wait);
         backoff = backoff * 2 > BOOTSTRAP_BACKOFF_MAX_MS ? BOOTSTRAP_BACKOFF_MAX_MS : backoff * 2;
     }
+    return false;
+}
+
+static void *bootstrap_loop(void *arg)
+{
+    struct ab_service *svc = arg;
+    if (db_bootstrap(svc, ab_config_bool(svc->cfg, AB_OPT_DATABASE_MIGRATE), 0)) {
+        pthread_mutex_lock(&svc->lock);
+        atomic_store(&svc->db_ready, true);
+        pthread_cond_broadcast(&svc->changed);
+        pthread_mutex_unlock(&svc->lock);
+    }
     return NULL;
+}
+
+/* --migrate: one pass of the start-up migration (the same advisory lock, the same retries),
+ * waiting for PostgreSQL for up to MIGRATE_ONLY_DEADLINE_MS, then the exit code. SIGTERM and
+ * SIGINT are let through again: a one-shot step has nothing to drain, and a migration cut
+ * short rolls back with its connection. */
+static int migrate_only(struct ab_service *svc, const char *client_id, const sigset_t *signals)
+{
+    char errstr[512];
+    pthread_sigmask(SIG_UNBLOCK, signals, NULL);
+    if (ab_db_pool_new(ab_config_str(svc->cfg, AB_OPT_DATABASE_URL), 1,
+                       (int)ab_config_int(svc->cfg, AB_OPT_DATABASE_CONNECT_TIMEOUT_S), client_id,
+                       &svc->db, errstr, sizeof(errstr)) != AB_OK) {
+        ab_error("configuration error: %s", errstr);
+        return 2;
+    }
+    bool ok = db_bootstrap(svc, true, ab_monotonic_ms() + MIGRATE_ONLY_DEADLINE_MS);
+    ab_db_pool_free(svc->db);
+    svc->db = NULL;
+    return ok ? 0 : 1;
 }
 
 static bool check_postgres(void *ud, char *detail, size_t size)
@@ -237,7 +236,7 @@ int ab_service_init(struct ab_service *svc, const char *name, unsigned bit,
         snprintf(host, sizeof(host), "unknown");
     snprintf(client_id, sizeof(client_id), "agentbus-%s-%s", name, host);
     if (migrate) {
-        int rc = migrate_only(svc->cfg, client_id);
+        int rc = migrate_only(svc, client_id, &set);
         ab_config_free(svc->cfg);
         svc->cfg = NULL;
         return rc;

@@ -20,8 +20,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -431,3 +433,21 @@ def test_a_typo_in_the_demo_config_stops_ingress_with_exit_code_2(project, stack
                           timeout=60)
     assert step.returncode == 2 and 'unknown field "ingress.ops_prot"' in step.stderr + step.stdout
     assert stack.sql("SELECT to_regclass('public.event_log') IS NULL") == "t"
+
+
+def test_the_migrate_step_waits_for_the_database_and_stops_on_sigterm(project, stack):
+    """While PostgreSQL does not answer, `--migrate` retries (as a service at start does);
+    a stop (compose down, a Job deleted) ends it at once rather than after its deadline."""
+    env = {**stack.env("ingress"), **container_env(project, "migrate", stack),
+           "DATABASE_URL": "postgresql://agentbus:x@127.0.0.1:1/agentbus"}
+    proc = subprocess.Popen([os.path.join(BIN, "agentbus-ingress"), "--migrate"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(2)
+        assert proc.poll() is None, proc.stdout.read()  # still waiting for the database
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+        assert "database not ready" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -383,11 +383,12 @@ enum ab_err notify_store_claim(PGconn *conn, int limit, long lease_ms, char ***i
     return AB_OK;
 }
 
-enum ab_err notify_store_backlog(PGconn *conn, int64_t *count, char *errstr, size_t size)
+/* One count(*) query's answer. */
+static enum ab_err count_rows(PGconn *conn, const char *sql, int64_t *count, char *errstr,
+                              size_t size)
 {
     PGresult *res = NULL;
-    enum ab_err err =
-        ab_db_exec(conn, "SELECT count(*) FROM notify_scheduled", 0, NULL, &res, errstr, size);
+    enum ab_err err = ab_db_exec(conn, sql, 0, NULL, &res, errstr, size);
     if (err)
         return err;
     *count = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -395,17 +396,15 @@ enum ab_err notify_store_backlog(PGconn *conn, int64_t *count, char *errstr, siz
     return AB_OK;
 }
 
+enum ab_err notify_store_backlog(PGconn *conn, int64_t *count, char *errstr, size_t size)
+{
+    return count_rows(conn, "SELECT count(*) FROM notify_scheduled", count, errstr, size);
+}
+
 enum ab_err notify_store_dead_letters_held(PGconn *conn, int64_t *count, char *errstr, size_t size)
 {
-    PGresult *res = NULL;
-    enum ab_err err =
-        ab_db_exec(conn, "SELECT count(*) FROM notify_dead_letters WHERE replayed_at IS NULL", 0,
-                   NULL, &res, errstr, size);
-    if (err)
-        return err;
-    *count = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-    PQclear(res);
-    return AB_OK;
+    return count_rows(conn, "SELECT count(*) FROM notify_dead_letters WHERE replayed_at IS NULL",
+                      count, errstr, size);
 }
 
 enum ab_err notify_store_disabled(PGconn *conn, char ***ids, size_t *n, char *errstr, size_t size)

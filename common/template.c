@@ -412,38 +412,19 @@ static int fold_cp(uint32_t cp)
 
 /* How the character at s[i] (n bytes in all) reads for marker matching, with *next set past
  * it: a lower-case ASCII letter, '<', '>', ' ' (any separator), another ASCII character,
- * FOLD_SKIP (invisible) or FOLD_OTHER. A byte that starts no valid sequence (overlong forms
- * included) is FOLD_OTHER, one byte long. */
+ * FOLD_SKIP (invisible) or FOLD_OTHER. A byte that starts no well-formed sequence
+ * (ab_utf8_sequence: overlong forms and surrogates included) is FOLD_OTHER, one byte long. */
 static int fold_at(const unsigned char *s, size_t n, size_t i, size_t *next)
 {
-    unsigned char c = s[i];
-    size_t len;
-    uint32_t cp;
-    *next = i + 1;
-    if (c < 0x80)
-        return fold_cp(c);
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
+    bool cut;
+    size_t len = ab_utf8_sequence(s + i, n - i, &cut);
+    *next = i + (len ? len : 1);
+    if (len == 0)
         return FOLD_OTHER;
-    }
-    if (n - i < len)
-        return FOLD_OTHER;
-    for (size_t k = 1; k < len; k++) {
-        if ((s[i + k] & 0xC0) != 0x80)
-            return FOLD_OTHER;
+    static const unsigned char lead_mask[5] = { 0, 0x7F, 0x1F, 0x0F, 0x07 };
+    uint32_t cp = s[i] & lead_mask[len];
+    for (size_t k = 1; k < len; k++)
         cp = cp << 6 | (s[i + k] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000))
-        return FOLD_OTHER; /* overlong */
-    *next = i + len;
     return fold_cp(cp);
 }
 

@@ -175,10 +175,9 @@ static void out_of_memory(size_t size)
     abort();
 }
 
-/* The length of the valid UTF-8 sequence at s (1 to 4), 0 when there is none; *cut is set
- * when s holds a valid start that the string's end cuts short. */
-static size_t utf8_sequence(const unsigned char *s, bool *cut)
+size_t ab_utf8_sequence(const void *bytes, size_t n, bool *cut)
 {
+    const unsigned char *s = bytes;
     unsigned char c = s[0];
     size_t len;
     unsigned char lo = 0x80, hi = 0xBF; /* the second byte's range (RFC 3629's table) */
@@ -202,7 +201,7 @@ static size_t utf8_sequence(const unsigned char *s, bool *cut)
     else if (c == 0xF4)
         hi = 0x8F; /* nothing beyond U+10FFFF */
     for (size_t i = 1; i < len; i++) {
-        if (s[i] == '\0') {
+        if (i >= n) {
             *cut = true;
             return 0;
         }
@@ -215,10 +214,10 @@ static size_t utf8_sequence(const unsigned char *s, bool *cut)
 bool ab_utf8_sanitize(char *s)
 {
     bool valid = true;
-    unsigned char *p = (unsigned char *)s;
-    while (*p != '\0') {
+    unsigned char *p = (unsigned char *)s, *end = p + strlen(s);
+    while (p < end) {
         bool cut;
-        size_t len = utf8_sequence(p, &cut);
+        size_t len = ab_utf8_sequence(p, (size_t)(end - p), &cut);
         if (len > 0) {
             p += len;
             continue;

@@ -36,6 +36,11 @@ bool ab_time_parse_rfc3339(const char *text, int64_t *wall_ms);
  * PostgreSQL (which refuses it too). @returns true when s was valid already. */
 bool ab_utf8_sanitize(char *s);
 
+/* The length (1 to 4) of the well-formed UTF-8 sequence (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF) that starts the n > 0 bytes at s, or 0 when there is
+ * none; *cut is set when a valid start is cut short by the end of the n bytes. */
+size_t ab_utf8_sequence(const void *s, size_t n, bool *cut);
+
 /* Replaces, in place, every occurrence of secret in s with "***", and a start of it (4
  * bytes or more) that ends s, as a cut text leaves it (a secret shorter than 4 bytes is
  * left alone: it would match everywhere). For text from elsewhere (an upstream's error

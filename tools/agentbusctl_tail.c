@@ -653,25 +653,6 @@ static bool event_matches(const struct tail_opts *o, const struct ab_event *ev,
 
 /* ---- output -------------------------------------------------------------------------------- */
 
-/* The length of the well-formed UTF-8 sequence at s (at most n bytes), or 0 (RFC 3629:
- * no overlong forms, no surrogates, nothing above U+10FFFF). */
-static size_t utf8_sequence(const unsigned char *s, size_t n)
-{
-    size_t len = s[0] >= 0xC2 && s[0] <= 0xDF   ? 2
-                 : s[0] >= 0xE0 && s[0] <= 0xEF ? 3
-                 : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4
-                                                : 0;
-    if (len == 0 || len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    if ((s[0] == 0xE0 && s[1] < 0xA0) || (s[0] == 0xED && s[1] > 0x9F) ||
-        (s[0] == 0xF0 && s[1] < 0x90) || (s[0] == 0xF4 && s[1] > 0x8F))
-        return 0;
-    return len;
-}
-
 /* Text from an event, safe for a terminal: C0 and C1 control characters (escape sequences,
  * newlines, 8-bit CSI) become ' ', bytes that are not UTF-8 become '?', and at most max
  * bytes are written, never cutting a UTF-8 sequence. */
@@ -690,7 +671,8 @@ static void put_text(const char *s, size_t len, size_t max)
             i++;
             continue;
         }
-        size_t seq = utf8_sequence(u + i, n - i);
+        bool cut;
+        size_t seq = ab_utf8_sequence(u + i, n - i, &cut);
         if (seq == 0)
             putchar('?');
         else if (seq == 2 && u[i] == 0xC2 && u[i + 1] <= 0x9F)
